@@ -1,0 +1,30 @@
+"""The `hfpipe` command line: a thin Typer app.
+
+Each command lives in its own small module and only parses arguments, calls one library function and prints.
+Command modules import typer/rich at the top and everything heavy (torch, transformers, datasets) inside the
+command function, so `hfpipe --help` and `hfpipe validate` stay fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from hfpipe.cli import commands_data, commands_model, commands_recipe, commands_run
+from hfpipe.cli.common import run_cli
+
+app = typer.Typer(
+    name="hfpipe",
+    help="Fine-tune Hugging Face sequence-to-sequence models from one YAML recipe.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals can hold a Hub token: never print them.
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+
+for module in (commands_recipe, commands_data, commands_run, commands_model):
+    module.register(app)
+
+
+def main() -> None:
+    run_cli(app)

@@ -1,0 +1,78 @@
+"""What every command shares: the console, the error panel and the exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.text import Text
+
+from hfpipe.errors import HfpipeError
+
+DEBUG_ENV = "HFPIPE_DEBUG"
+
+
+def is_main_process() -> bool:
+    """True on the process that prints and writes (rank 0), also before Accelerate is initialised."""
+    return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A console that is silent on every process but the main one."""
+    return Console(stderr=stderr, quiet=not is_main_process(), highlight=False)
+
+
+def error_panel(err: HfpipeError) -> Panel:
+    body = Text(err.message, style="bold")
+    if err.where:
+        body.append("\n\nwhere: ", style="dim").append(err.where)
+    for detail in err.details:
+        body.append("\n  • ").append(detail)
+    if err.hint:
+        body.append("\n\nfix: ", style="green").append(err.hint)
+    return Panel(body, title=f"[red]{err.title}[/red] (exit {err.exit_code})", title_align="left",
+                 border_style="red", expand=False)
+
+
+def fail(err: HfpipeError) -> NoReturn:
+    make_console(stderr=True).print(error_panel(err))
+    raise SystemExit(err.exit_code)
+
+
+def run_cli(app: typer.Typer) -> None:
+    """Run the Typer app, turning hfpipe errors into one panel and a documented exit code."""
+    debug = "--debug" in sys.argv or os.environ.get(DEBUG_ENV) == "1"
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+        os.environ[DEBUG_ENV] = "1"
+    try:
+        app(standalone_mode=False)
+    except HfpipeError as err:
+        if debug:
+            raise
+        fail(err)
+    except KeyboardInterrupt:
+        make_console(stderr=True).print("[yellow]interrupted[/yellow]")
+        raise SystemExit(130)
+    except SystemExit:
+        raise
+    except Exception as err:  # click's own usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            raise SystemExit(err.exit_code)
+        if isinstance(err, click.exceptions.Abort):
+            raise SystemExit(130)
+        if debug:
+            raise
+        console = make_console(stderr=True)
+        console.print(Panel(
+            Text(f"{type(err).__name__}: {err}\n\nThis is a bug in hfpipe (or an environment problem it does not "
+                 "recognise yet). Rerun with --debug for the traceback and please report it."),
+            title="[red]Internal error[/red] (exit 1)", title_align="left", border_style="red", expand=False))
+        raise SystemExit(1)

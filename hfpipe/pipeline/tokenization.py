@@ -1,0 +1,214 @@
+"""Stage 2, tokenizer and tokenized data.
+
+The tokenizer is loaded (`tokenizer.from`) or trained on the training split with the `tokenizers` library and
+saved as a standard fast tokenizer. Tokenized splits are cached under a hash of everything they depend on (the
+examples' text, the tokenizer files, prefix and length limits), so a rerun that changes only `train.*` reuses
+them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hfpipe import __version__
+from hfpipe.errors import ModelError
+from hfpipe.pipeline.data_files import Example
+from hfpipe.pipeline.locations import hub_downloads_allowed, load_error, resolve_location
+from hfpipe.recipe.schema import Recipe, TokenizerTrainConfig
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict
+    from transformers import PreTrainedTokenizerBase
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("HFPIPE_CACHE", Path.home() / ".cache" / "hfpipe")).expanduser()
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def examples_fingerprint(splits: dict[str, list[Example]]) -> str:
+    h = hashlib.sha256()
+    for split in sorted(splits):
+        h.update(split.encode())
+        for e in splits[split]:
+            h.update(e.source.encode())
+            h.update(b"\x00")
+            h.update(e.target.encode())
+            h.update(b"\x01")
+    return h.hexdigest()[:20]
+
+
+def folder_fingerprint(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            h.update(path.relative_to(folder).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def atomic_copytree(src: Path, dst: Path) -> None:
+    """Copy a folder so that `dst` appears whole or not at all."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
+    shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
+
+
+# --------------------------------------------------------------------------------------------- tokenizer
+def _training_texts(examples: list[Example], limit: int | None) -> Iterable[str]:
+    for e in examples[:limit] if limit else examples:
+        yield e.source
+        yield e.target
+
+
+def train_tokenizer(config: TokenizerTrainConfig, examples: list[Example], out_dir: Path) -> None:
+    """Train a Unigram or BPE tokenizer (SentencePiece-style, whitespace kept as ▁) and save it as a fast
+    tokenizer that `AutoTokenizer.from_pretrained` loads without hfpipe."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [PAD, BOS, EOS, UNK]
+    if config.type == "unigram":
+        tok = Tokenizer(models.Unigram())
+        trainer = trainers.UnigramTrainer(vocab_size=config.vocab_size, special_tokens=specials, unk_token=UNK,
+                                          shrinking_factor=0.75, max_piece_length=16)
+    else:
+        tok = Tokenizer(models.BPE(unk_token=UNK, byte_fallback=False))
+        trainer = trainers.BpeTrainer(vocab_size=config.vocab_size, special_tokens=specials, min_frequency=2)
+    norms = [normalizers.NFKC()]
+    if config.lowercase:
+        norms.append(normalizers.Lowercase())
+    tok.normalizer = normalizers.Sequence(norms)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.train_from_iterator(_training_texts(examples, config.max_rows), trainer=trainer)
+    eos_id = tok.token_to_id(EOS)
+    tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}",
+                                                       special_tokens=[(EOS, eos_id)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK,
+                                   model_max_length=1_000_000, clean_up_tokenization_spaces=False)
+    fast.save_pretrained(out_dir)
+
+
+def build_tokenizer(recipe: Recipe, train_examples: list[Example], out_dir: Path,
+                    *, data_fingerprint: str) -> tuple[PreTrainedTokenizerBase, bool]:
+    """Load or train the tokenizer, save it to `out_dir`; returns (tokenizer, reused_from_cache)."""
+    from transformers import AutoTokenizer
+
+    cfg = recipe.tokenizer
+    reused = False
+    if cfg.train is not None:
+        key = fingerprint({"v": __version__, "train": cfg.train.model_dump(), "data": data_fingerprint})
+        cached = cache_root() / "tokenizers" / key
+        if not (cached / "tokenizer.json").exists():
+            with tempfile.TemporaryDirectory() as tmp:
+                train_tokenizer(cfg.train, train_examples, Path(tmp) / "tok")
+                atomic_copytree(Path(tmp) / "tok", cached)
+        else:
+            reused = True
+        atomic_copytree(cached, out_dir)
+        source = str(out_dir)
+    else:
+        source = cfg.from_ or recipe.model.encoder or recipe.model.pretrained
+        assert source is not None  # guaranteed by the schema's cross checks
+        source = resolve_location(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not hub_downloads_allowed(),
+                                                  trust_remote_code=recipe.model.trust_remote_code)
+    except Exception as err:
+        raise load_error("tokenizer", source, err) from None
+    if tokenizer.pad_token is None:
+        raise ModelError(f"the tokenizer from {source} has no padding token",
+                         hint="seq2seq training pads batches: use a tokenizer with a pad token")
+    if cfg.train is None:
+        tokenizer.save_pretrained(out_dir)
+    return tokenizer, reused
+
+
+# --------------------------------------------------------------------------------------------- tokenized data
+@dataclass
+class TokenizedData:
+    datasets: DatasetDict
+    cache_dir: Path
+    reused: bool
+    fingerprint: str
+
+
+def tokenize_splits(recipe: Recipe, splits: dict[str, list[Example]], tokenizer: PreTrainedTokenizerBase,
+                    tokenizer_dir: Path) -> TokenizedData:
+    """Token ids of every split (`input_ids`, `labels`), from the cache when nothing they depend on changed."""
+    from datasets import load_from_disk
+
+    from hfpipe.pipeline.data import to_datasets
+
+    d = recipe.data
+    key = fingerprint({"v": __version__, "examples": examples_fingerprint(splits),
+                       "tokenizer": folder_fingerprint(tokenizer_dir), "prefix": d.source_prefix,
+                       "max_source_length": d.max_source_length, "max_target_length": d.max_target_length})
+    cached = cache_root() / "tokenized" / key
+    if (cached / "dataset_dict.json").exists():
+        return TokenizedData(load_from_disk(str(cached)), cached, True, key)
+
+    def encode(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
+        sources = [d.source_prefix + s for s in batch["source"]]
+        enc = tokenizer(sources, max_length=d.max_source_length, truncation=True)
+        labels = tokenizer(text_target=batch["target"], max_length=d.max_target_length, truncation=True)
+        return {"input_ids": enc["input_ids"], "labels": labels["input_ids"]}
+
+    ds = to_datasets(splits).map(encode, batched=True, batch_size=1000, desc="tokenizing")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
+        ds.save_to_disk(str(Path(tmp) / "ds"))
+        if not cached.exists():
+            os.replace(Path(tmp) / "ds", cached)
+    return TokenizedData(load_from_disk(str(cached)), cached, False, key)
+
+
+@dataclass
+class TokenizerReport:
+    vocab_size: int
+    tokens_per_word: dict[str, float]
+    unknown_rate: dict[str, float]
+    truncated_share: dict[str, float]
+    target_length_percentiles: dict[str, int]
+
+
+def tokenizer_report(recipe: Recipe, splits: dict[str, list[Example]], tokenizer: PreTrainedTokenizerBase,
+                     *, sample: int = 2000) -> TokenizerReport:
+    """How well the tokenizer fits the training data, on a sample of it."""
+    from hfpipe.pipeline.data import percentiles
+
+    rows = splits["train"][:sample]
+    d = recipe.data
+    unk = tokenizer.unk_token_id
+    out: dict[str, dict[str, float]] = {"tpw": {}, "unk": {}, "trunc": {}}
+    lengths: list[int] = []
+    for side, texts, limit in (("source", [d.source_prefix + e.source for e in rows], d.max_source_length),
+                               ("target", [e.target for e in rows], d.max_target_length)):
+        ids = tokenizer(texts, add_special_tokens=True)["input_ids"] if side == "source" else \
+            tokenizer(text_target=texts, add_special_tokens=True)["input_ids"]
+        n_tokens = sum(len(x) for x in ids)
+        n_words = sum(len(t.split()) for t in texts) or 1
+        out["tpw"][side] = round(n_tokens / n_words, 3)
+        out["unk"][side] = round(sum(x.count(unk) for x in ids) / max(n_tokens, 1), 5) if unk is not None else 0.0
+        out["trunc"][side] = round(sum(len(x) > limit for x in ids) / max(len(ids), 1), 4)
+        if side == "target":
+            lengths = [len(x) for x in ids]
+    return TokenizerReport(len(tokenizer), out["tpw"], out["unk"], out["trunc"], percentiles(lengths))

@@ -1,0 +1,313 @@
+"""Recipe files → a validated `Recipe`: YAML with line numbers, `extends:`, `--set` overrides, all errors at once.
+
+Relative paths in a recipe (data files, local tokenizer/model folders) are resolved against the folder of the
+YAML file that wrote them, so a recipe runs the same from any working directory; paths given with `--set` are
+resolved against the working directory, as a shell user expects.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from hfpipe.errors import RecipeError
+from hfpipe.recipe.schema import Recipe
+
+# Keys whose values are local paths when they exist; Hub ids stay as they are.
+_FILE_KEYS = (("data", "files", "train"), ("data", "files", "validation"), ("data", "files", "test"))
+_MAYBE_PATH_KEYS = (("tokenizer", "from"), ("model", "pretrained"), ("model", "encoder"), ("model", "decoder"))
+_MAX_EXTENDS_DEPTH = 10
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem in a recipe, located by its YAML path (and file:line where known)."""
+
+    path: str
+    message: str
+    location: str | None = None
+
+    def __str__(self) -> str:
+        where = f" ({self.location})" if self.location else ""
+        return f"{self.path or '<recipe>'}{where}: {self.message}"
+
+
+@dataclass
+class LoadedRecipe:
+    recipe: Recipe
+    path: Path
+    raw: dict[str, Any]
+    lines: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name or self.path.stem
+
+
+# --------------------------------------------------------------------------------------------- YAML with lines
+class _LineLoader(yaml.SafeLoader):
+    """A safe loader that reads 3e-4 as a float (YAML 1.1 reads it as a string)."""
+
+
+_LineLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?(?:[0-9][0-9_]*)?\.[0-9_]+(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"""),
+    list("-+0123456789."),
+)
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"recipe file not found: {path}", hint="check the path; `hfpipe recipes` lists the "
+                          "shipped recipes") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecipeError(f"cannot read recipe {path}: {err}") from None
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err)
+        raise RecipeError(f"the recipe is not valid YAML: {problem}", where=where,
+                          hint="check indentation and quoting around that line") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"a recipe must be a mapping of sections (task, data, model, ...), got {type(data).__name__}",
+                          where=str(path))
+    lines: dict[tuple[str, ...], str] = {}
+
+    def walk(n: yaml.Node, prefix: tuple[str, ...]) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for key_node, value_node in n.value:
+                key = (*prefix, str(key_node.value))
+                lines[key] = f"{path}:{key_node.start_mark.line + 1}"
+                walk(value_node, key)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                key = (*prefix, str(i))
+                lines[key] = f"{path}:{item.start_mark.line + 1}"
+                walk(item, key)
+
+    if node is not None:
+        walk(node, ())
+    return data, lines
+
+
+def _get(d: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def _set(d: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    for k in keys[:-1]:
+        nxt = d.get(k)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            d[k] = nxt
+        d = nxt
+    d[keys[-1]] = value
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    for keys in _FILE_KEYS:
+        value = _get(data, keys)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            _set(data, keys, str((base / value).resolve()))
+        elif isinstance(value, str):
+            _set(data, keys, str(Path(value).expanduser()))
+    for keys in _MAYBE_PATH_KEYS:
+        value = _get(data, keys)
+        if isinstance(value, str) and value:
+            candidate = Path(value).expanduser()
+            candidate = candidate if candidate.is_absolute() else base / candidate
+            if value.startswith((".", "/", "~")) or candidate.exists():
+                _set(data, keys, str(candidate.resolve()))
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _load_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    path = path.resolve()
+    if path in chain:
+        cycle = " → ".join(p.name for p in (*chain, path))
+        raise RecipeError(f"`extends` forms a cycle: {cycle}", where=str(path))
+    if len(chain) >= _MAX_EXTENDS_DEPTH:
+        raise RecipeError(f"`extends` is nested more than {_MAX_EXTENDS_DEPTH} levels deep", where=str(path))
+    data, lines = _read_yaml(path)
+    _resolve_paths(data, path.parent)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data, lines
+    if not isinstance(parent, str):
+        raise RecipeError("`extends` must be a path to another recipe", where=lines.get(("extends",), str(path)))
+    parent_path = Path(parent).expanduser()
+    if not parent_path.is_absolute():
+        parent_path = path.parent / parent_path
+    if not parent_path.exists():
+        raise RecipeError(f"`extends` names a recipe that does not exist: {parent}",
+                          where=lines.get(("extends",), str(path)),
+                          hint="paths in `extends` are relative to the recipe that writes them")
+    base, base_lines = _load_with_extends(parent_path, (*chain, path))
+    return _deep_merge(base, data), {**base_lines, **lines}
+
+
+# --------------------------------------------------------------------------------------------- --set overrides
+def apply_overrides(data: dict[str, Any], overrides: list[str], lines: dict[tuple[str, ...], str]) -> list[Issue]:
+    """Apply `key.path=value` overrides in place; the value is parsed as YAML (so 3e-4, true, [1, 2] work)."""
+    issues: list[Issue] = []
+    for item in overrides:
+        if "=" not in item:
+            issues.append(Issue("--set", f"expected KEY.PATH=VALUE, got {item!r}"))
+            continue
+        key, _, raw_value = item.partition("=")
+        keys = tuple(k for k in key.strip().split(".") if k)
+        if not keys:
+            issues.append(Issue("--set", f"empty key in {item!r}"))
+            continue
+        try:
+            value = yaml.load(raw_value, Loader=_LineLoader) if raw_value.strip() else None  # noqa: S506
+        except yaml.YAMLError:
+            value = raw_value
+        if keys in _FILE_KEYS and isinstance(value, str):
+            value = str(Path(value).expanduser().resolve())
+        if keys in _MAYBE_PATH_KEYS and isinstance(value, str) and Path(value).expanduser().exists():
+            value = str(Path(value).expanduser().resolve())
+        _set(data, keys, value)
+        lines[keys] = f"--set {item}"
+    return issues
+
+
+# --------------------------------------------------------------------------------------------- errors
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The field names (aliases where set) of the sub-model at `loc`, for a "did you mean"."""
+    import typing
+
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        f = None
+        for name, info in current.model_fields.items():
+            if part in (name, info.alias):
+                f = info
+                break
+        if f is None:
+            return None
+        ann = f.annotation
+        sub = None
+        for cand in (ann, *typing.get_args(ann)):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                sub = cand
+                break
+        current = sub
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [info.alias or name for name, info in current.model_fields.items()]
+    return None
+
+
+def _issues_from_validation(err: ValidationError, lines: dict[tuple[str, ...], str]) -> list[Issue]:
+    issues = []
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"])
+        path = ".".join(loc)
+        kind = e["type"]
+        location = None
+        for n in range(len(loc), 0, -1):
+            if loc[:n] in lines:
+                location = lines[loc[:n]]
+                break
+        if kind == "extra_forbidden":
+            known = _fields_at(Recipe, tuple(e["loc"][:-1])) or []
+            close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+            msg = f"unknown key {loc[-1]!r}"
+            msg += f"; did you mean {close[0]!r}?" if close else (f"; valid keys: {', '.join(known)}" if known else "")
+        elif kind == "missing":
+            msg = "required key is missing"
+        elif kind in ("value_error", "assertion_error"):
+            msg = str(e["msg"]).removeprefix("Value error, ")
+        else:
+            given = e.get("input")
+            shown = repr(given) if not isinstance(given, (dict, list)) else type(given).__name__
+            msg = f"{e['msg']} (got {shown})"
+        issues.append(Issue(path, msg, location))
+    return issues
+
+
+def cross_check(recipe: Recipe) -> list[Issue]:
+    """Checks across sections, each naming the keys involved."""
+    from hfpipe.tasks.metrics import check_metric_name
+
+    issues = []
+    d = recipe.data
+    if recipe.task == "translation" and d.source_column is None and not (d.source_lang and d.target_lang):
+        issues.append(Issue("data.source_lang", "translation needs data.source_lang and data.target_lang (the keys "
+                                                "of the translation column), or data.source_column and "
+                                                "data.target_column (two flat columns)"))
+    m = recipe.model
+    if m.pretrained is None and m.architecture != "encoder-decoder" and recipe.tokenizer.from_ is None \
+            and recipe.tokenizer.train is None:
+        issues.append(Issue("tokenizer", "a model built from a config needs a tokenizer: tokenizer.train (train one "
+                                         "on the data) or tokenizer.from (a folder or Hub id)"))
+    if recipe.train.metric_for_best is not None:
+        problem = check_metric_name(recipe.task, recipe.train.metric_for_best)
+        if problem:
+            issues.append(Issue("train.metric_for_best", problem))
+    for name in recipe.evaluate.fail_below:
+        problem = check_metric_name(recipe.task, name)
+        if problem:
+            issues.append(Issue(f"evaluate.fail_below.{name}", problem))
+    if recipe.train.eval_every_steps is not None and d.files is not None and d.files.validation is None \
+            and d.validation_fraction is None:
+        issues.append(Issue("train.eval_every_steps", "evaluation during training needs a validation split"))
+    return issues
+
+
+def raise_issues(issues: list[Issue], path: Path) -> None:
+    if issues:
+        n = len(issues)
+        raise RecipeError(f"{n} problem{'s' if n > 1 else ''} in recipe {path}", details=[str(i) for i in issues],
+                          hint="fix the keys above; `hfpipe schema` prints every key with its type and default")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedRecipe:
+    """Read, merge, override and validate a recipe; raise one RecipeError listing every problem."""
+    path = Path(path).expanduser()
+    data, lines = _load_with_extends(path)
+    issues = apply_overrides(data, list(overrides or []), lines)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        issues.extend(_issues_from_validation(err, lines))
+        raise_issues(issues, path)
+        raise  # unreachable: raise_issues raised
+    issues.extend(cross_check(recipe))
+    raise_issues(issues, path)
+    return LoadedRecipe(recipe=recipe, path=path.resolve(), raw=data, lines=lines)
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The fully resolved recipe, as written to the run directory."""
+    data = recipe.model_dump(mode="json", by_alias=True, exclude_none=False)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,1 @@
+"""Task definitions: columns, prefixes, postprocessing and metrics for translation and summarization."""
