@@ -107,7 +107,8 @@ def split_sentences_for_lsum(text: str) -> str:
     A heuristic, not nltk's punkt: a sentence ends at ``.``, ``!``, ``?`` or ``…`` (plus any closing quotes or
     brackets) followed by whitespace and a character that is not a lowercase letter, or at a CJK ``。！？``. A period
     after a single letter or dotted letters (``"z. B."``, ``"J. Smith"``, ``"e.g."``, ``"U.S."``) does not end a
-    sentence; other abbreviations before a capitalised word (``"Dr. Smith"``, ``"etc. The"``) split. Existing line breaks are kept; blank lines and surrounding whitespace are dropped.
+    sentence; other abbreviations before a capitalised word (``"Dr. Smith"``, ``"etc. The"``) split.
+    Existing line breaks are kept; blank lines and surrounding whitespace are dropped.
     """
     lines: list[str] = []
     for line in text.split("\n"):
@@ -234,13 +235,13 @@ def compute_summarization_metrics(
     """Score summaries against one reference each.
 
     Returns ``{"rouge1", "rouge2", "rougeL", "rougeLsum"}`` (0-1), ``"bleu"`` (0-100), ``"bleu_rouge_f1"``
-    (0-1), ``"pred_words"`` and ``"ref_words"``. ROUGE values are rouge-score F-measures with ``use_stemmer=True``, aggregated as
-    the mean of per-example F-measures (``evaluate``'s ``"rouge"`` reports the unseeded bootstrap median of
-    resampled means instead; measured on the summarization test split with first-10-words predictions, it sat
-    within 5e-4 of this mean over 10 seeds on 1,164 rows and within 2e-3 on 60 rows). ROUGE-Lsum is computed
-    after :func:`split_sentences_for_lsum` on both sides; rouge1/2/L see the text as given. ``tokenizer`` is passed
-    to ``rouge_scorer.RougeScorer`` (see the module docstring: the default drops non-ASCII letters, so non-Latin
-    scripts score 0 without one). BLEU is sacrebleu's corpus BLEU.
+    (0-1), ``"pred_words"`` and ``"ref_words"``. ROUGE values are rouge-score F-measures with
+    ``use_stemmer=True``, aggregated as the mean of per-example F-measures (``evaluate``'s ``"rouge"`` reports the
+    unseeded bootstrap median of resampled means instead; measured on the summarization test split with
+    first-10-words predictions, it sat within 5e-4 of this mean over 10 seeds on 1,164 rows and within 2e-3 on 60
+    rows). ROUGE-Lsum is computed after :func:`split_sentences_for_lsum` on both sides; rouge1/2/L see the text as
+    given. ``tokenizer`` is passed to ``rouge_scorer.RougeScorer`` (see the module docstring: the default drops
+    non-ASCII letters, so non-Latin scripts score 0 without one). BLEU is sacrebleu's corpus BLEU.
 
     Raises ``ValueError`` when the lists are empty or differ in length. Empty strings inside are fine.
     """
