@@ -1,0 +1,159 @@
+"""Stage 3, model: a pretrained checkpoint, an architecture built from a config, an in-house model, or an
+encoder-decoder warm-started from pretrained encoders (bert2bert)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hfpipe.errors import ModelError
+from hfpipe.pipeline.locations import hub_downloads_allowed, load_error, resolve_location
+from hfpipe.recipe.schema import Recipe
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# Sizes for architectures built from a config when the recipe gives no overrides: small enough to train on a
+# laptop CPU, big enough to learn. Every key can be overridden under model.config.
+_SMALL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "marian": dict(d_model=256, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4,
+                   decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, max_position_embeddings=512,
+                   share_encoder_decoder_embeddings=True, scale_embedding=True, dropout=0.1),
+    "bart": dict(d_model=256, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4, decoder_attention_heads=4,
+                 encoder_ffn_dim=1024, decoder_ffn_dim=1024, max_position_embeddings=512, dropout=0.1),
+    "mbart": dict(d_model=256, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4,
+                  decoder_attention_heads=4, encoder_ffn_dim=1024, decoder_ffn_dim=1024, max_position_embeddings=512,
+                  dropout=0.1, scale_embedding=True),
+    "t5": dict(d_model=256, d_kv=64, d_ff=1024, num_layers=3, num_decoder_layers=3, num_heads=4, dropout_rate=0.1),
+}
+
+
+def position_limit(config: Any) -> int | None:
+    """How many positions the model can encode (None: no hard limit, e.g. T5's relative positions or an RNN)."""
+    if getattr(config, "model_type", None) == "encoder-decoder":
+        return position_limit(config.encoder)
+    if getattr(config, "model_type", None) in ("t5", "mt5", "hfpipe_rnn"):
+        return None
+    if getattr(config, "model_type", None) == "hfpipe_transformer" and \
+            getattr(config, "positional_encoding", "sinusoidal") == "sinusoidal":
+        return None
+    return getattr(config, "max_position_embeddings", None)
+
+
+def _special_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+    pad = tokenizer.pad_token_id
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+    if eos is None:
+        raise ModelError("the tokenizer has no end-of-sequence token (eos or sep)",
+                         hint="generation needs one to stop: use or train a tokenizer with </s>")
+    return {"pad_token_id": pad, "eos_token_id": eos, "bos_token_id": bos if bos is not None else pad}
+
+
+def _from_config(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    from transformers import AutoModelForSeq2SeqLM
+
+    arch = recipe.model.architecture
+    ids = _special_ids(tokenizer)
+    overrides = dict(recipe.model.config)
+    if arch in ("hfpipe-transformer", "hfpipe-rnn"):
+        from hfpipe.modeling import build_config, register_auto_classes
+
+        register_auto_classes()
+        try:
+            config = build_config(arch, vocab_size=len(tokenizer), decoder_start_token_id=ids["bos_token_id"],
+                                  **ids, **overrides)
+        except (TypeError, ValueError) as err:
+            raise ModelError(f"bad model.config for {arch}: {err}", where="model.config") from None
+    else:
+        from transformers import BartConfig, MarianConfig, MBartConfig, T5Config
+
+        config_class = {"marian": MarianConfig, "bart": BartConfig, "mbart": MBartConfig, "t5": T5Config}[arch]
+        kwargs = {**_SMALL_DEFAULTS[arch], **overrides}
+        # Marian and T5 start decoding from the pad token; BART-style models from eos.
+        start = ids["pad_token_id"] if arch in ("marian", "t5") else ids["eos_token_id"]
+        kwargs.update(vocab_size=len(tokenizer), decoder_start_token_id=start, **ids)
+        if arch == "marian":
+            kwargs["decoder_vocab_size"] = len(tokenizer)
+        known = set(config_class().to_dict())
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            import difflib
+
+            hints = [f"{k!r} (did you mean {difflib.get_close_matches(k, known, n=1)[0]!r}?)"
+                     if difflib.get_close_matches(k, known, n=1) else repr(k) for k in unknown]
+            raise ModelError(f"unknown {config_class.__name__} keys in model.config: {', '.join(hints)}",
+                             where="model.config")
+        try:
+            config = config_class(**kwargs)
+        except (TypeError, ValueError) as err:
+            raise ModelError(f"bad model.config for {arch}: {err}", where="model.config") from None
+    if recipe.model.attn_implementation:
+        config._attn_implementation = recipe.model.attn_implementation
+    return AutoModelForSeq2SeqLM.from_config(config)
+
+
+def _encoder_decoder(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    from transformers import EncoderDecoderModel
+
+    encoder = resolve_location(recipe.model.encoder or "")
+    decoder = resolve_location(recipe.model.decoder or recipe.model.encoder or "")
+    try:
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(
+            encoder, decoder, encoder_local_files_only=not hub_downloads_allowed(),
+            decoder_local_files_only=not hub_downloads_allowed(), **recipe.model.config)
+    except Exception as err:
+        raise load_error("encoder/decoder model", encoder, err) from None
+    ids = _special_ids(tokenizer)
+    model.config.decoder_start_token_id = ids["bos_token_id"]
+    model.config.pad_token_id = ids["pad_token_id"]
+    model.config.eos_token_id = ids["eos_token_id"]
+    model.config.vocab_size = model.config.decoder.vocab_size
+    model.generation_config.decoder_start_token_id = ids["bos_token_id"]
+    model.generation_config.pad_token_id = ids["pad_token_id"]
+    model.generation_config.eos_token_id = ids["eos_token_id"]
+    model.generation_config.bos_token_id = ids["bos_token_id"]
+    return model
+
+
+def _pretrained(recipe: Recipe) -> PreTrainedModel:
+    from transformers import AutoModelForSeq2SeqLM
+
+    source = resolve_location(recipe.model.pretrained or "")
+    kwargs: dict[str, Any] = dict(revision=recipe.model.revision, trust_remote_code=recipe.model.trust_remote_code,
+                                  local_files_only=not hub_downloads_allowed())
+    if recipe.model.attn_implementation:
+        kwargs["attn_implementation"] = recipe.model.attn_implementation
+    if recipe.model.attn_implementation == "hfpipe":
+        from hfpipe.modeling import register_attention_interface
+
+        register_attention_interface()
+    try:
+        return AutoModelForSeq2SeqLM.from_pretrained(source, **kwargs)
+    except Exception as err:
+        raise load_error("model", source, err) from None
+
+
+def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """The model the recipe describes, with embeddings sized for the tokenizer and generation ids set."""
+    if recipe.model.pretrained is not None:
+        model = _pretrained(recipe)
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+    elif recipe.model.architecture == "encoder-decoder":
+        model = _encoder_decoder(recipe, tokenizer)
+    else:
+        model = _from_config(recipe, tokenizer)
+    check_positions(recipe, model.config)
+    return model
+
+
+def check_positions(recipe: Recipe, config: Any) -> None:
+    limit = position_limit(config)
+    if limit is not None and recipe.data.max_source_length > limit:
+        raise ModelError(f"data.max_source_length is {recipe.data.max_source_length} but the model encodes at "
+                         f"most {limit} positions", where="data.max_source_length",
+                         hint=f"set data.max_source_length to {limit} or less")
+
+
+def count_parameters(model: PreTrainedModel) -> int:
+    return sum(p.numel() for p in model.parameters())

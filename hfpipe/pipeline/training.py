@@ -1,0 +1,391 @@
+"""Stage 4, training: an explicit Accelerate loop, in the style of accelerate's examples and torchtune recipes.
+
+One Accelerator (made by the runner) handles devices, mixed precision, gradient accumulation and many
+processes. Batches are grouped by length and padded per batch. The learning rate follows warm-up then decay by
+training progress, where progress is the larger of steps done / step budget and time spent / time budget, so a
+time budget (`train.max_minutes`) decays the schedule too. Every `eval_every_steps` the model generates on a
+validation sample; the best weights by the task's metric are kept and training stops early when they stop
+improving. Checkpoints (`accelerator.save_state`) make `--resume` continue where a run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hfpipe.errors import TrainingError
+from hfpipe.recipe.schema import Recipe, TrainConfig
+
+if TYPE_CHECKING:
+    import torch
+    from accelerate import Accelerator
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+# --------------------------------------------------------------------------------------------- batching
+class LengthGroupedBatches:
+    """Batches of examples of similar length, as many per batch as fit `batch_tokens` padded tokens (source +
+    target) and at most `batch_size`. Within each pool of ~100 batches examples are sorted by length; the order
+    of batches is shuffled every epoch with a seed, so runs are reproducible."""
+
+    def __init__(self, source_lengths: list[int], target_lengths: list[int], *, batch_size: int,
+                 batch_tokens: int | None, seed: int, group_by_length: bool = True) -> None:
+        self.src, self.tgt = source_lengths, target_lengths
+        self.batch_size, self.batch_tokens = batch_size, batch_tokens
+        self.seed, self.group_by_length = seed, group_by_length
+        self.epoch = 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        if self._cache is not None and self._cache[0] == self.epoch:
+            return self._cache[1]
+        rng = random.Random(self.seed + self.epoch)
+        order = list(range(len(self.src)))
+        rng.shuffle(order)
+        batches: list[list[int]] = []
+        pool = self.batch_size * 100
+        for start in range(0, len(order), pool):
+            chunk = order[start:start + pool]
+            if self.group_by_length:
+                chunk.sort(key=lambda i: (self.src[i], self.tgt[i]))
+            batch: list[int] = []
+            max_src = max_tgt = 0
+            for i in chunk:
+                new_src, new_tgt = max(max_src, self.src[i]), max(max_tgt, self.tgt[i])
+                cost = (new_src + new_tgt) * (len(batch) + 1)
+                if batch and (len(batch) >= self.batch_size or (self.batch_tokens and cost > self.batch_tokens)):
+                    batches.append(batch)
+                    batch, new_src, new_tgt = [], self.src[i], self.tgt[i]
+                batch.append(i)
+                max_src, max_tgt = new_src, new_tgt
+            if batch:
+                batches.append(batch)
+        rng.shuffle(batches)
+        self._cache = (self.epoch, batches)
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+@dataclass
+class Collator:
+    """Pads `input_ids` with the pad id and `labels` with -100 (ignored by the loss), per batch."""
+
+    pad_token_id: int
+
+    def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        import torch
+
+        src_len = max(len(r["input_ids"]) for r in rows)
+        tgt_len = max(len(r["labels"]) for r in rows)
+        input_ids = torch.full((len(rows), src_len), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), src_len), dtype=torch.long)
+        labels = torch.full((len(rows), tgt_len), -100, dtype=torch.long)
+        for k, r in enumerate(rows):
+            input_ids[k, :len(r["input_ids"])] = torch.tensor(r["input_ids"])
+            attention_mask[k, :len(r["input_ids"])] = 1
+            labels[k, :len(r["labels"])] = torch.tensor(r["labels"])
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+# --------------------------------------------------------------------------------------------- schedule
+def lr_factor(kind: str, step: int, progress: float, warmup_steps: int) -> float:
+    """The learning-rate multiplier: linear warm-up over `warmup_steps`, then decay by `progress` in [0, 1]."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if kind == "constant":
+        return 1.0
+    if kind == "inverse_sqrt":
+        return math.sqrt(max(warmup_steps, 1) / max(step + 1, 1))
+    progress = min(max(progress, 0.0), 1.0)
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return max(0.0, 1.0 - progress)  # linear
+
+
+@dataclass
+class Budget:
+    """How much training there is to do: steps and/or seconds; progress is the larger fraction done."""
+
+    max_steps: int | None
+    max_seconds: float | None
+
+    def progress(self, step: int, seconds: float) -> float:
+        parts = []
+        if self.max_steps:
+            parts.append(step / self.max_steps)
+        if self.max_seconds:
+            parts.append(seconds / self.max_seconds)
+        return max(parts) if parts else 0.0
+
+    def done(self, step: int, seconds: float) -> bool:
+        return self.progress(step, seconds) >= 1.0
+
+
+def make_budget(cfg: TrainConfig, batches_per_epoch: int) -> Budget:
+    steps = cfg.max_steps
+    if steps is None and cfg.num_epochs is not None:
+        steps = max(1, math.ceil(cfg.num_epochs * batches_per_epoch / cfg.gradient_accumulation_steps))
+    return Budget(steps, cfg.max_minutes * 60 if cfg.max_minutes else None)
+
+
+# --------------------------------------------------------------------------------------------- state
+@dataclass
+class TrainState:
+    """Counters saved with every checkpoint so a resumed run continues exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    seconds: float = 0.0
+    tokens: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs_done: float
+    seconds: float
+    tokens_per_second: float
+    final_loss: float | None
+    best_metric: float | None
+    best_step: int | None
+    metric_name: str
+    stopped_early: bool
+    parameters: int
+    mixed_precision: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    found = [p for p in folder.glob("step-*") if (p / "trainer_state.json").exists()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = _checkpoints(folder) if folder.exists() else []
+    return found[-1] if found else None
+
+
+def _optimizer(model: PreTrainedModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    import torch
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                             eps=cfg.adam_epsilon)
+
+
+# --------------------------------------------------------------------------------------------- the loop
+EvalFn = Callable[["PreTrainedModel"], dict[str, Any]]
+
+
+def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set: Dataset, recipe: Recipe, *,
+          accelerator: Accelerator, run_dir: Path, evaluate_fn: EvalFn | None = None, resume: bool = False,
+          on_progress: Callable[[int, int | None, dict[str, Any]], None] | None = None) -> tuple[PreTrainedModel,
+                                                                                               TrainResult]:
+    """Train `model` on the tokenized `train_set`; returns the best (or last) model and a summary.
+
+    `evaluate_fn(model)` returns validation metrics; it is called every `train.eval_every_steps` steps on every
+    process (generation is sharded across them)."""
+    import torch
+    from safetensors.torch import load_model, save_model
+    from torch.utils.data import DataLoader
+
+    cfg = recipe.train
+    metric_name = recipe.primary_metric.removeprefix("eval_")
+    from hfpipe.tasks.metrics import GREATER_IS_BETTER
+
+    greater = GREATER_IS_BETTER.get(metric_name, True)
+    ckpt_dir = run_dir / "checkpoints"
+    log_path = run_dir / "train_log.jsonl"
+    pad_id = tokenizer.pad_token_id
+
+    src_len = [len(x) for x in train_set["input_ids"]]
+    tgt_len = [len(x) for x in train_set["labels"]]
+    sampler = LengthGroupedBatches(src_len, tgt_len, batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens,
+                                   seed=cfg.seed, group_by_length=cfg.group_by_length)
+    loader = DataLoader(train_set.with_format(None, columns=["input_ids", "labels"]), batch_sampler=sampler,
+                        collate_fn=Collator(pad_id), num_workers=cfg.dataloader_workers)
+    budget = make_budget(cfg, len(sampler) // max(accelerator.num_processes, 1) or 1)
+    warmup = cfg.warmup_steps or (round(cfg.warmup_ratio * budget.max_steps) if budget.max_steps else 0)
+
+    state = TrainState()
+    optimizer = _optimizer(model, cfg)
+    clock = {"start": time.perf_counter(), "offset": 0.0}
+
+    def elapsed() -> float:
+        return clock["offset"] + time.perf_counter() - clock["start"]
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(cfg.lr_scheduler, step, budget.progress(step, elapsed()), warmup))
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=cfg.label_smoothing)
+
+    if resume:
+        last = latest_checkpoint(ckpt_dir)
+        if last is not None:
+            accelerator.load_state(str(last))
+            state = TrainState(**json.loads((last / "trainer_state.json").read_text()))
+            clock["offset"] = state.seconds
+            accelerator.print(f"resumed from {last.name} (step {state.step})")
+
+    def save_checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        path = ckpt_dir / f"step-{state.step}"
+        accelerator.save_state(str(path))
+        if accelerator.is_main_process:
+            _json_atomic(path / "trainer_state.json", asdict(state))
+            for old in _checkpoints(ckpt_dir)[:-cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def log(entry: dict[str, Any]) -> None:
+        if accelerator.is_main_process:
+            with log_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    def run_eval() -> bool:
+        """Evaluate, keep the best weights; True when training should stop early."""
+        metrics = evaluate_fn(model) if evaluate_fn is not None else {}
+        value = metrics.get(metric_name)
+        entry = {"step": state.step, "epoch": state.epoch, "seconds": round(elapsed(), 1),
+                 **{f"eval_{k}": v for k, v in metrics.items() if not isinstance(v, (list, dict))}}
+        log(entry)
+        state.history.append(entry)
+        if on_progress:
+            on_progress(state.step, budget.max_steps, entry)
+        if value is None:
+            return False
+        improved = state.best_metric is None or (value > state.best_metric if greater else value < state.best_metric)
+        if improved:
+            state.best_metric, state.best_step, state.evals_without_improvement = value, state.step, 0
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                best = ckpt_dir / "best"
+                tmp = ckpt_dir / ".best.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                save_model(accelerator.unwrap_model(model), str(tmp / "model.safetensors"))
+                shutil.rmtree(best, ignore_errors=True)
+                os.replace(tmp, best)
+        else:
+            state.evals_without_improvement += 1
+        return bool(cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience)
+
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    model.train()
+    running_loss, running_n, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+    last_loss: float | None = None
+    finished = budget.done(state.step, elapsed())
+    while not finished:
+        sampler.set_epoch(state.epoch)
+        epoch_loader = loader
+        if state.batch_in_epoch:
+            epoch_loader = accelerator.skip_first_batches(loader, state.batch_in_epoch)
+        for batch in epoch_loader:
+            state.batch_in_epoch += 1
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                   labels=batch["labels"]).logits
+                loss = loss_fn(logits.float().view(-1, logits.size(-1)), batch["labels"].view(-1))
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"the loss became {loss.item()} at step {state.step}",
+                                        hint="lower train.learning_rate, add warm-up (train.warmup_steps), keep "
+                                             "train.max_grad_norm set, or use mixed_precision: no")
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            running_loss += loss.item()
+            running_n += 1
+            n_tokens = int((batch["labels"] != -100).sum().item())
+            window_tokens += n_tokens
+            state.tokens += n_tokens
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            state.seconds = elapsed()
+            if state.step % cfg.log_every_steps == 0:
+                now = time.perf_counter()
+                last_loss = running_loss / max(running_n, 1)
+                entry = {"step": state.step, "epoch": state.epoch, "loss": round(last_loss, 4),
+                         "lr": scheduler.get_last_lr()[0], "target_tokens_per_s": round(
+                             window_tokens * accelerator.num_processes / max(now - window_start, 1e-9), 1),
+                         "seconds": round(state.seconds, 1)}
+                log(entry)
+                if on_progress:
+                    on_progress(state.step, budget.max_steps, entry)
+                running_loss, running_n, window_tokens, window_start = 0.0, 0, 0, now
+            elif on_progress:
+                on_progress(state.step, budget.max_steps, {})
+            if cfg.eval_every_steps and state.step % cfg.eval_every_steps == 0:
+                if run_eval():
+                    state.stopped_early = True
+                    finished = True
+                model.train()
+                if cfg.eval_every_steps:
+                    save_checkpoint()
+            if finished or budget.done(state.step, elapsed()):
+                finished = True
+                break
+        else:
+            state.epoch += 1
+            state.batch_in_epoch = 0
+    if running_n:
+        last_loss = running_loss / running_n
+    state.seconds = elapsed()
+    # A final evaluation when the last step did not just have one, so the best model really is the best.
+    if evaluate_fn is not None and cfg.eval_every_steps and state.step % cfg.eval_every_steps and not state.stopped_early:
+        run_eval()
+    save_checkpoint()
+    unwrapped = accelerator.unwrap_model(model)
+    best = ckpt_dir / "best"
+    accelerator.wait_for_everyone()
+    if state.best_step is not None and state.best_step != state.step and best.exists():
+        load_model(unwrapped, str(best / "model.safetensors"))
+    from hfpipe.pipeline.models import count_parameters
+
+    result = TrainResult(
+        steps=state.step, epochs_done=round(state.epoch + state.batch_in_epoch / max(len(sampler), 1), 3),
+        seconds=round(state.seconds, 1), tokens_per_second=round(state.tokens * accelerator.num_processes /
+                                                                 max(state.seconds, 1e-9), 1),
+        final_loss=round(last_loss, 4) if last_loss is not None else None, best_metric=state.best_metric,
+        best_step=state.best_step, metric_name=metric_name, stopped_early=state.stopped_early,
+        parameters=count_parameters(unwrapped), mixed_precision=str(accelerator.mixed_precision))
+    return unwrapped, result
