@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from hfpipe.cli import commands_data, commands_model, commands_recipe, commands_run
+from hfpipe.cli import commands_data, commands_hub, commands_model, commands_recipe, commands_run
 from hfpipe.cli.common import run_cli
 
 app = typer.Typer(
@@ -22,7 +22,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-for module in (commands_recipe, commands_data, commands_run, commands_model):
+for module in (commands_recipe, commands_data, commands_run, commands_model, commands_hub):
     module.register(app)
 
 

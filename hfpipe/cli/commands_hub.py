@@ -1,0 +1,87 @@
+"""`hfpipe push`: upload a finished run to the Hugging Face Hub in one commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from hfpipe.cli.common import make_console
+
+
+def _size(n: int) -> str:
+    for unit, step in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if n >= step:
+            return f"{n / step:.1f} {unit}"
+    return f"{n} B"
+
+
+def push(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by `hfpipe run` (runs/<name>-<time>/).",
+                                            show_default=False)],
+    repo_id: Annotated[str | None, typer.Option(
+        "--repo-id", help="Hub model repo NAMESPACE/NAME. Default: the recipe's push.repo_id.",
+        show_default=False)] = None,
+    private: Annotated[bool | None, typer.Option(
+        "--private/--public", help="Visibility of a NEW repo. Default: the recipe's push.private, else the Hub's "
+                                   "default for the namespace. An existing repo keeps its visibility.",
+        show_default=False)] = None,
+    revision: Annotated[str | None, typer.Option(
+        "--revision", help="Branch to push to (created from main if missing). Default: main.",
+        show_default=False)] = None,
+    create_pr: Annotated[bool, typer.Option(
+        "--create-pr", help="Open a pull request instead of committing to the branch.")] = False,
+    commit_message: Annotated[str | None, typer.Option(
+        "--commit-message", help="Commit title. Default: 'Upload <run name> (hfpipe <version>)'.",
+        show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Show the files and the model card; no token, no network.")] = False,
+) -> None:
+    """Push a run to the Hugging Face Hub: model (safetensors), tokenizer, model card, recipe and metrics.
+
+    One commit, so a failed push leaves nothing half-done. The token comes from HF_TOKEN or `hf auth login`
+    (never a flag); HF_ENDPOINT points the push at another Hub.
+    """
+    from hfpipe.pipeline.hub import push_run, push_settings
+
+    settings = push_settings(run_dir) if (run_dir / "recipe.yaml").is_file() else {}
+    result = push_run(
+        run_dir,
+        repo_id=repo_id or settings.get("repo_id"),
+        private=private if private is not None else settings.get("private"),
+        revision=revision or settings.get("revision"),
+        create_pr=create_pr or bool(settings.get("create_pr", False)),
+        commit_message=commit_message or settings.get("commit_message"),
+        dry_run=dry_run,
+    )
+
+    console = make_console()
+    table = Table(title=f"{'Would push' if dry_run else 'Pushed'} to {result.repo_id} ({result.revision})",
+                  title_justify="left")
+    table.add_column("file")
+    table.add_column("size", justify="right")
+    table.add_column("from")
+    for f in result.files:
+        source = "generated" if f.source is None else str(f.source.parent.name + "/" + f.source.name)
+        table.add_row(f.path_in_repo, _size(f.size), source)
+    table.add_row("[bold]total[/bold]", f"[bold]{_size(result.total_size)}[/bold]", f"{len(result.files)} files")
+    console.print(table)
+    if dry_run:
+        console.rule("README.md (model card)")
+        console.print(result.card, markup=False, highlight=False, soft_wrap=True)
+        console.rule()
+        console.print(f"[yellow]dry run[/yellow]: nothing was sent. Target: {result.repo_url}")
+        return
+    if result.pr_url:
+        console.print(f"[green]Opened pull request[/green] {result.pr_url}")
+    elif not result.changed:
+        console.print(f"[green]Already up to date[/green]: {result.repo_url} holds these files; no new commit.")
+    else:
+        console.print(f"[green]Committed[/green] {result.commit_url}")
+    console.print(f"Model: {result.repo_url}" + (f"/tree/{result.revision}" if result.revision != "main" else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("push")(push)

@@ -1,0 +1,77 @@
+"""`hfpipe validate`, `hfpipe recipes`, `hfpipe schema`: everything about recipes, with no torch import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hfpipe.cli.common import make_console
+
+RecipeArg = Annotated[Path, typer.Argument(help="The YAML recipe.", show_default=False)]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set train.learning_rate=3e-4 "
+                                                                "(repeatable).", show_default=False)]
+
+
+def shipped_recipes_dirs() -> list[Path]:
+    """Where shipped recipes live: the repository's recipes/ (an editable install) and ./recipes."""
+    here = Path(__file__).resolve().parents[2] / "recipes"
+    return [p for p in dict.fromkeys([here, Path.cwd() / "recipes"]) if p.is_dir()]
+
+
+def validate(recipe: RecipeArg, set_: SetOpt = None,
+             no_data: Annotated[bool, typer.Option("--no-data", help="Check the schema only, not the data files.")]
+             = False) -> None:
+    """Check a recipe (schema, files, columns, model limits, generation length) without training.
+
+    Never imports torch or transformers. Every problem is reported at once; exit 0 when the recipe is ready."""
+    from hfpipe.pipeline.preflight import preflight, raise_if_failed
+    from hfpipe.recipe.loading import load_recipe
+
+    console = make_console()
+    loaded = load_recipe(recipe, set_ or [])
+    if not no_data:
+        report = preflight(loaded)
+        raise_if_failed(report, loaded.path)
+        for w in report.warnings:
+            console.print(f"[yellow]warning:[/yellow] {w}")
+        for n in report.notes:
+            console.print(f"[dim]note: {n}[/dim]")
+        rows = ", ".join(f"{k} {v:,}" for k, v in report.rows.items())
+        console.print(f"[green]✓[/green] {loaded.path.name}: {loaded.recipe.task} recipe is valid"
+                      + (f" (rows: {rows})" if rows else ""))
+    else:
+        console.print(f"[green]✓[/green] {loaded.path.name}: schema valid")
+
+
+def recipes() -> None:
+    """List the shipped recipes with their one-line descriptions."""
+    import yaml
+    from rich.table import Table
+
+    console = make_console()
+    table = Table("recipe", "task", "description")
+    for folder in shipped_recipes_dirs():
+        for path in sorted(folder.glob("*.yaml")):
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError:
+                data = {}
+            rel = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+            table.add_row(str(rel), str(data.get("task", "?")), str(data.get("description", "")))
+    console.print(table)
+
+
+def schema() -> None:
+    """Print the recipe JSON Schema (point your editor's YAML plugin at it for completion)."""
+    from hfpipe.recipe.schema import Recipe
+
+    print(json.dumps(Recipe.model_json_schema(by_alias=True), indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(validate)
+    app.command()(recipes)
+    app.command()(schema)

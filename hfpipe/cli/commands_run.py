@@ -1,0 +1,75 @@
+"""`hfpipe run` (every stage) and `hfpipe train` (up to a trained model)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hfpipe.cli.commands_recipe import RecipeArg, SetOpt
+from hfpipe.cli.common import make_console
+
+RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="Run directory (default: runs/<recipe>-<time>).")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir; finished stages whose "
+                                                          "inputs did not change are not redone.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout (progress goes to "
+                                                      "stderr).")]
+
+
+def _execute(recipe: Path, set_: list[str] | None, run_dir: Path | None, resume: bool, as_json: bool,
+             until: str) -> None:
+    from hfpipe.pipeline.runner import RichReporter, run_pipeline
+    from hfpipe.recipe.loading import load_recipe
+
+    console = make_console(stderr=as_json)
+    loaded = load_recipe(recipe, set_ or [])
+    summary = run_pipeline(loaded, run_dir=run_dir, resume=resume, reporter=RichReporter(console),
+                           argv=["hfpipe", *sys.argv[1:]], until=until)
+    if as_json:
+        out = {"run_dir": str(summary.run_dir), "model_dir": str(summary.model_dir), "metrics": summary.metrics,
+               "stage_seconds": summary.stage_seconds, "reused": summary.reused, "train": summary.train,
+               "push": summary.push}
+        print(json.dumps(out, indent=2, default=str))
+        return
+    print_summary(console, summary, loaded.recipe.task)
+
+
+def print_summary(console, summary, task: str) -> None:  # noqa: ANN001 - rich/runner types stay lazy
+    from rich.table import Table
+
+    keys = ("bleu", "chrf", "rougeL", "bleu_rouge_f1") if task == "translation" else \
+        ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "bleu_rouge_f1")
+    if summary.metrics:
+        table = Table("split", *keys, "samples", title="results")
+        for split, m in summary.metrics.items():
+            table.add_row(split, *(f"{m[k]:.4g}" if isinstance(m.get(k), (int, float)) else "-" for k in keys),
+                          str(m.get("num_samples", "")))
+        console.print(table)
+    times = Table("stage", "seconds", title="wall time")
+    for stage, sec in summary.stage_seconds.items():
+        times.add_row(stage + (" (reused)" if stage in summary.reused else ""), f"{sec:.1f}")
+    console.print(times)
+    console.print(f"run directory: [bold]{summary.run_dir}[/bold]")
+    console.print(f"model:         [bold]{summary.model_dir}[/bold]  (AutoModelForSeq2SeqLM.from_pretrained)")
+    if summary.push:
+        console.print(f"pushed to:     {summary.push.get('url')}")
+
+
+def run(recipe: RecipeArg, set_: SetOpt = None, run_dir: RunDirOpt = None, resume: ResumeOpt = False,
+        as_json: JsonOpt = False) -> None:
+    """Run every stage: data → tokenizer → model → train → evaluate (→ push when the recipe says so)."""
+    _execute(recipe, set_, run_dir, resume, as_json, "push")
+
+
+def train(recipe: RecipeArg, set_: SetOpt = None, run_dir: RunDirOpt = None, resume: ResumeOpt = False,
+          as_json: JsonOpt = False) -> None:
+    """Run the stages up to a trained model in <run-dir>/model (no test evaluation, no push)."""
+    _execute(recipe, set_, run_dir, resume, as_json, "train")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)
+    app.command()(train)

@@ -1,0 +1,613 @@
+"""The runner: the one place that composes the stages and owns the run directory.
+
+    data → tokenizer → tokenized data → model → train → evaluate → (push)
+
+Each stage is a plain function in its own module; the runner makes the single Accelerator, decides what is
+reused (tokenizer and tokenized data by content hash; training and evaluation by a fingerprint of their inputs
+when a run directory is resumed), writes the artifacts atomically and does every side effect on the main
+process only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hfpipe import __version__
+from hfpipe.errors import RunDirError
+from hfpipe.pipeline.data import DataReport, read_splits
+from hfpipe.pipeline.data_files import Example
+from hfpipe.recipe.loading import LoadedRecipe, recipe_to_yaml
+from hfpipe.recipe.schema import Recipe
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from rich.console import Console
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+STAGES = ("data", "tokenizer", "tokenize", "model", "train", "evaluate", "push")
+
+
+def json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def new_run_dir(name: str, base: Path = Path("runs")) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = base / f"{name}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = base / f"{name}-{stamp}-{n}"
+    return path
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """`auto`: bf16 on a CUDA device that supports it, otherwise full precision. On CPUs bf16 autocast is faster
+    only where the CPU has bf16 instructions, so there it is opt-in (`mixed_precision: bf16`)."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def make_accelerator(recipe: Recipe) -> Accelerator:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(recipe.train.mixed_precision),
+                              gradient_accumulation_steps=recipe.train.gradient_accumulation_steps)
+    set_seed(recipe.train.seed)
+    return accelerator
+
+
+def hardware() -> dict[str, Any]:
+    import torch
+
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                            "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def versions() -> dict[str, str]:
+    import accelerate
+    import datasets
+    import tokenizers
+    import torch
+    import transformers
+
+    return {"hfpipe": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "datasets": datasets.__version__, "accelerate": accelerate.__version__,
+            "tokenizers": tokenizers.__version__}
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
+    train: dict[str, Any] | None = None
+    push: dict[str, Any] | None = None
+    model_dir: Path | None = None
+    task: str = "translation"
+
+
+class Reporter:
+    """How the runner tells the user what is happening; the CLI passes a rich one, tests a silent one."""
+
+    def stage(self, name: str, detail: str = "") -> None: ...
+
+    def info(self, message: str) -> None: ...
+
+    def progress(self, description: str, total: int | None) -> Callable[[int, dict[str, Any]], None]:
+        return lambda advance, fields: None
+
+    def done(self) -> None: ...
+
+
+class RichReporter(Reporter):
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._progress: Any = None
+
+    def stage(self, name: str, detail: str = "") -> None:
+        self.done()
+        self.console.print(f"[bold cyan]▶ {name}[/bold cyan] {detail}")
+
+    def info(self, message: str) -> None:
+        self.console.print(f"  {message}")
+
+    def progress(self, description: str, total: int | None) -> Callable[[int, dict[str, Any]], None]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self.done()
+        self._progress = Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                                  console=self.console, transient=False)
+        self._progress.start()
+        task = self._progress.add_task(description, total=total, info="")
+
+        def update(advance: int, fields: dict[str, Any]) -> None:
+            info = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+            self._progress.update(task, advance=advance, **({"info": info} if info else {}))
+
+        return update
+
+    def done(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+# --------------------------------------------------------------------------------------------- run directory
+class RunDir:
+    """Paths and bookkeeping of one run directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    recipe = property(lambda self: self.path / "recipe.yaml")
+    manifest = property(lambda self: self.path / "manifest.json")
+    metrics = property(lambda self: self.path / "metrics.json")
+    tokenizer = property(lambda self: self.path / "tokenizer")
+    model = property(lambda self: self.path / "model")
+    stages_file = property(lambda self: self.path / "stages.json")
+
+    def stages(self) -> dict[str, Any]:
+        return json.loads(self.stages_file.read_text()) if self.stages_file.exists() else {}
+
+    def mark(self, stage: str, fingerprint: str, **extra: Any) -> None:
+        stages = self.stages()
+        stages[stage] = {"fingerprint": fingerprint, "done_at": datetime.now(timezone.utc).isoformat(), **extra}
+        json_atomic(self.stages_file, stages)
+
+    def is_done(self, stage: str, fingerprint: str) -> bool:
+        return self.stages().get(stage, {}).get("fingerprint") == fingerprint
+
+
+def open_run_dir(path: str | Path) -> RunDir:
+    """An existing run directory (for evaluate/predict/push), or a clear error."""
+    run = RunDir(Path(path))
+    if not run.path.is_dir():
+        raise RunDirError(f"no such run directory: {run.path}")
+    if not run.recipe.exists():
+        raise RunDirError(f"{run.path} is not an hfpipe run directory (no recipe.yaml)",
+                          hint="pass the folder `hfpipe run` created (printed at the end of the run)")
+    return run
+
+
+def _section_fingerprint(recipe: Recipe, *sections: str, extra: Any = None) -> str:
+    from hfpipe.pipeline.tokenization import fingerprint
+
+    dumped = recipe.model_dump(mode="json", by_alias=True)
+    return fingerprint({"v": __version__, **{s: dumped.get(s) for s in sections}, "extra": extra})
+
+
+def save_final_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
+                     generation: dict[str, Any]) -> None:
+    """model/ = weights + config + generation config + tokenizer, loadable without hfpipe; written whole."""
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    gc = model.generation_config
+    for key, value in generation.items():
+        setattr(gc, key, value)
+    if getattr(gc, "max_length", None) == 20:
+        gc.max_length = None  # max_new_tokens rules; never the implicit 20
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+
+
+# --------------------------------------------------------------------------------------------- the pipeline
+@dataclass
+class Prepared:
+    """What the stages before training produce, shared by `run`, `train` and `tokenize`."""
+
+    splits: dict[str, list[Example]]
+    report: DataReport
+    tokenizer: PreTrainedTokenizerBase
+    tokenized: Any
+    max_new_tokens: int
+
+
+def prepare(loaded: LoadedRecipe, run: RunDir, accelerator: Accelerator, reporter: Reporter,
+            summary: RunSummary) -> Prepared:
+    from hfpipe.pipeline.evaluation import default_max_new_tokens
+    from hfpipe.pipeline.tokenization import build_tokenizer, examples_fingerprint, tokenize_splits
+
+    recipe = loaded.recipe
+    t0 = time.perf_counter()
+    reporter.stage("data", str(recipe.data.hub_dataset or recipe.data.files.train))  # type: ignore[union-attr]
+    splits, report = read_splits(recipe)
+    reporter.info(", ".join(f"{k}: {v:,} rows" for k, v in report.rows.items())
+                  + (f" (carved off train: {', '.join(report.carved)})" if report.carved else ""))
+    summary.stage_seconds["data"] = round(time.perf_counter() - t0, 2)
+
+    t0 = time.perf_counter()
+    reporter.stage("tokenizer")
+    with accelerator.main_process_first():
+        tokenizer, reused = build_tokenizer(recipe, splits["train"], run.tokenizer,
+                                            data_fingerprint=examples_fingerprint({"train": splits["train"]}))
+    if reused:
+        summary.reused.append("tokenizer")
+    reporter.info(f"vocabulary {len(tokenizer):,}" + (" (trained earlier on the same data: reused)" if reused else ""))
+    summary.stage_seconds["tokenizer"] = round(time.perf_counter() - t0, 2)
+
+    t0 = time.perf_counter()
+    reporter.stage("tokenize")
+    with accelerator.main_process_first():
+        tokenized = tokenize_splits(recipe, splits, tokenizer, run.tokenizer)
+    if tokenized.reused:
+        summary.reused.append("tokenize")
+        reporter.info(f"tokenized data unchanged: reused from cache {tokenized.fingerprint}")
+    label_lengths = [len(x) for x in tokenized.datasets["train"]["labels"]]
+    max_new = default_max_new_tokens(label_lengths)
+    summary.stage_seconds["tokenize"] = round(time.perf_counter() - t0, 2)
+    return Prepared(splits, report, tokenizer, tokenized, max_new)
+
+
+def write_manifest(run: RunDir, loaded: LoadedRecipe, report: DataReport, argv: list[str], started: str,
+                   status: str, summary: RunSummary | None = None) -> None:
+    import torch  # noqa: F401 - versions() needs it anyway
+
+    manifest = {
+        "hfpipe_version": __version__, "versions": versions(), "command": argv, "recipe_file": str(loaded.path),
+        "recipe_name": loaded.name, "seed": loaded.recipe.train.seed, "data": report.to_dict(),
+        "started": started, "finished": datetime.now(timezone.utc).isoformat() if status != "running" else None,
+        "status": status, "hardware": hardware(),
+    }
+    if summary is not None:
+        manifest["stage_seconds"] = summary.stage_seconds
+        manifest["reused"] = summary.reused
+    json_atomic(run.manifest, manifest)
+
+
+def evaluation_settings(recipe: Recipe, max_new_tokens: int):  # -> GenerationSettings
+    from hfpipe.pipeline.evaluation import GenerationSettings
+
+    return GenerationSettings.from_recipe(recipe.evaluate, max_new_tokens)
+
+
+def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: bool = False,
+                 reporter: Reporter | None = None, argv: list[str] | None = None, until: str = "push",
+                 push: bool = True) -> RunSummary:
+    """Run the stages of a recipe up to `until` ("train" or "push") in a run directory."""
+    from hfpipe.pipeline.evaluation import GenerationSettings, evaluate_split
+    from hfpipe.pipeline.models import build_model
+    from hfpipe.pipeline.training import train
+    from hfpipe.tasks.metrics import metric_signatures
+
+    reporter = reporter or Reporter()
+    recipe = loaded.recipe
+    if run_dir is None:
+        if resume:
+            raise RunDirError("--resume needs --run-dir (the run to continue)")
+        run_dir = new_run_dir(loaded.name)
+    run = RunDir(run_dir)
+    if resume:
+        if not run.recipe.exists():
+            raise RunDirError(f"cannot resume: {run_dir} is not a run directory (no recipe.yaml)")
+    elif run.path.exists() and any(run.path.iterdir()):
+        raise RunDirError(f"run directory {run_dir} already exists and is not empty",
+                          hint="pass --resume to continue that run, or choose another --run-dir")
+    accelerator = make_accelerator(recipe)
+    summary = RunSummary(run_dir=run_dir, task=recipe.task)
+    started = datetime.now(timezone.utc).isoformat()
+    argv = argv or sys.argv
+    if accelerator.is_main_process:
+        run.path.mkdir(parents=True, exist_ok=True)
+        text_atomic(run.recipe, f"# resolved from {loaded.path}\n" + recipe_to_yaml(recipe))
+    accelerator.wait_for_everyone()
+
+    prepared = prepare(loaded, run, accelerator, reporter, summary)
+    if accelerator.is_main_process:
+        write_manifest(run, loaded, prepared.report, argv, started, "running", summary)
+
+    # ---- model + training (skipped when a resumed run already finished training with the same inputs)
+    train_fp = _section_fingerprint(recipe, "task", "data", "tokenizer", "model", "train")
+    generation = evaluation_settings(recipe, prepared.max_new_tokens)
+    if resume and run.is_done("train", train_fp) and (run.model / "config.json").exists():
+        reporter.stage("train", "inputs unchanged since this run trained: reusing model/")
+        summary.reused.append("train")
+        model = _load_run_model(run.model, recipe)
+        summary.train = run.stages()["train"].get("result")
+    else:
+        t0 = time.perf_counter()
+        reporter.stage("model")
+        model = build_model(recipe, prepared.tokenizer)
+        from hfpipe.pipeline.models import count_parameters
+
+        reporter.info(f"{type(model).__name__}: {count_parameters(model) / 1e6:.2f}M parameters")
+        summary.stage_seconds["model"] = round(time.perf_counter() - t0, 2)
+
+        t0 = time.perf_counter()
+        reporter.stage("train")
+        val = prepared.splits["validation"][:recipe.train.eval_samples]
+        train_gen = GenerationSettings.from_recipe(recipe.evaluate, prepared.max_new_tokens,
+                                                   num_beams=recipe.train.eval_num_beams)
+
+        def evaluate_fn(m: PreTrainedModel) -> dict[str, Any]:
+            result = evaluate_split(m, prepared.tokenizer, recipe, "validation", val, train_gen,
+                                    accelerator=accelerator, out_dir=None)
+            return result.metrics
+
+        update = reporter.progress("training", recipe.train.max_steps)
+        last_step = [0]
+
+        def on_progress(step: int, total: int | None, fields: dict[str, Any]) -> None:
+            shown = {k: fields[k] for k in ("loss", "lr") if k in fields}
+            shown.update({k: v for k, v in fields.items() if k.startswith("eval_") and isinstance(v, float)
+                          and k.removeprefix("eval_") == recipe.primary_metric})
+            update(step - last_step[0], shown)
+            last_step[0] = step
+
+        model, result = train(model, prepared.tokenizer, prepared.tokenized.datasets["train"], recipe,
+                              accelerator=accelerator, run_dir=run.path, evaluate_fn=evaluate_fn,
+                              resume=resume, on_progress=on_progress)
+        reporter.done()
+        summary.train = result.to_dict()
+        summary.stage_seconds["train"] = round(time.perf_counter() - t0, 2)
+        if accelerator.is_main_process:
+            save_final_model(model, prepared.tokenizer, run.model, _generation_config_fields(generation))
+            from hfpipe.pipeline.plots import plot_curves
+
+            plot_curves(run.path / "train_log.jsonl", run.path / "curves.png", result.metric_name)
+            run.mark("train", train_fp, result=summary.train)
+        reporter.info(f"{result.steps} steps, {result.seconds:.0f} s, final loss {result.final_loss}, "
+                      f"{result.tokens_per_second:,.0f} target tokens/s"
+                      + (f", best {result.metric_name} {result.best_metric:.4g} at step {result.best_step}"
+                         if result.best_metric is not None else ""))
+    summary.model_dir = run.model
+
+    if until == "train":
+        if accelerator.is_main_process:
+            write_manifest(run, loaded, prepared.report, argv, started, "trained", summary)
+        return summary
+
+    # ---- evaluation
+    eval_fp = _section_fingerprint(recipe, "evaluate", extra={"train": train_fp, "max_new": prepared.max_new_tokens})
+    if resume and run.is_done("evaluate", eval_fp) and run.metrics.exists():
+        reporter.stage("evaluate", "inputs unchanged: reusing metrics.json")
+        summary.reused.append("evaluate")
+        summary.metrics = json.loads(run.metrics.read_text())["splits"]
+    else:
+        t0 = time.perf_counter()
+        for split in recipe.evaluate.splits:
+            if split not in prepared.splits:
+                reporter.info(f"[yellow]no {split} split: skipped[/yellow]")
+                continue
+            examples = prepared.splits[split]
+            if recipe.evaluate.max_samples:
+                examples = examples[:recipe.evaluate.max_samples]
+            reporter.stage("evaluate", f"{split} ({len(examples):,} rows, beams {generation.num_beams}, "
+                                       f"max_new_tokens {generation.max_new_tokens})")
+            update = reporter.progress(f"generating {split}", len(examples))
+            res = evaluate_split(model, prepared.tokenizer, recipe, split, examples, generation,
+                                 accelerator=accelerator, out_dir=run.path if accelerator.is_main_process else None,
+                                 on_batch=lambda n: update(n, {}))
+            reporter.done()
+            res.metrics["seconds"] = res.seconds
+            summary.metrics[split] = res.metrics
+        summary.stage_seconds["evaluate"] = round(time.perf_counter() - t0, 2)
+        if accelerator.is_main_process:
+            write_metrics(run, recipe, summary, generation)
+            run.mark("evaluate", eval_fp)
+
+    # ---- push (main process only, and only after a successful evaluation)
+    if push and recipe.push is not None and recipe.push.enabled and recipe.push.repo_id:
+        if accelerator.is_main_process:
+            t0 = time.perf_counter()
+            reporter.stage("push", recipe.push.repo_id)
+            from hfpipe.pipeline.hub import push_after_run
+
+            result = push_after_run(run.path, recipe.push.model_dump())
+            summary.push = {"url": getattr(result, "repo_url", None)} if result else None
+            summary.stage_seconds["push"] = round(time.perf_counter() - t0, 2)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_manifest(run, loaded, prepared.report, argv, started, "finished", summary)
+    check_gate(recipe, summary.metrics)
+    return summary
+
+
+def _generation_config_fields(settings: Any) -> dict[str, Any]:
+    fields = {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams}
+    if settings.num_beams > 1:
+        fields.update(length_penalty=settings.length_penalty, early_stopping=True)
+    if settings.no_repeat_ngram_size:
+        fields["no_repeat_ngram_size"] = settings.no_repeat_ngram_size
+    if settings.repetition_penalty != 1.0:
+        fields["repetition_penalty"] = settings.repetition_penalty
+    return fields
+
+
+def _load_run_model(model_dir: Path, recipe: Recipe | None = None) -> PreTrainedModel:
+    from transformers import AutoModelForSeq2SeqLM
+
+    from hfpipe.errors import ModelError
+
+    try:
+        from hfpipe.modeling import register_auto_classes
+
+        register_auto_classes()
+    except ImportError:  # pragma: no cover - modeling is part of hfpipe
+        pass
+    try:
+        return AutoModelForSeq2SeqLM.from_pretrained(model_dir, local_files_only=True,
+                                                     trust_remote_code=bool(recipe and recipe.model.trust_remote_code))
+    except Exception as err:
+        raise ModelError(f"cannot load the model in {model_dir}: {err}", where=str(model_dir)) from None
+
+
+def write_metrics(run: RunDir, recipe: Recipe, summary: RunSummary, generation: Any) -> None:
+    from dataclasses import asdict
+
+    from hfpipe.tasks.metrics import metric_signatures
+
+    previous = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
+    splits = {**previous.get("splits", {}), **summary.metrics}
+    metrics = {"task": recipe.task, "primary_metric": recipe.primary_metric, "splits": splits,
+               "signatures": metric_signatures(), "generation": asdict(generation),
+               "training": summary.train or previous.get("training")}
+    json_atomic(run.metrics, metrics)
+    from hfpipe.pipeline.plots import plot_length_buckets
+
+    key = "bleu" if recipe.task == "translation" else "rougeL"
+    for split, m in summary.metrics.items():
+        if m.get("by_length"):
+            plot_length_buckets(m["by_length"], key, run.path / f"length-{split}.png",
+                                f"{key} by source length ({split})")
+
+
+def check_gate(recipe: Recipe, metrics: dict[str, dict[str, Any]]) -> None:
+    """`evaluate.fail_below`: a CI gate on the test split (or the first evaluated split)."""
+    from hfpipe.errors import MetricGateError
+
+    if not recipe.evaluate.fail_below or not metrics:
+        return
+    split = "test" if "test" in metrics else next(iter(metrics))
+    failures = [f"{name} = {metrics[split].get(name.removeprefix('eval_'))} < {bound}"
+                for name, bound in recipe.evaluate.fail_below.items()
+                if (metrics[split].get(name.removeprefix("eval_")) or 0) < bound]
+    if failures:
+        raise MetricGateError(f"the {split} metrics are below the recipe's evaluate.fail_below", details=failures,
+                              hint="the run directory holds the model and predictions for inspection")
+
+
+# --------------------------------------------------------------------------------------------- using a model
+def load_model_and_tokenizer(target: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    """(model, tokenizer, source prefix) from a run directory, a model folder or a Hub id."""
+    from transformers import AutoTokenizer
+
+    from hfpipe.errors import ModelError
+    from hfpipe.pipeline.locations import hub_downloads_allowed, load_error, resolve_location
+
+    path = Path(target)
+    prefix = ""
+    recipe = None
+    if (path / "recipe.yaml").exists():
+        from hfpipe.recipe.loading import load_recipe
+
+        recipe = load_recipe(path / "recipe.yaml").recipe
+        prefix = recipe.data.source_prefix
+        path = path / "model"
+        if not (path / "config.json").exists():
+            raise RunDirError(f"the run {target} has no trained model yet (no model/config.json)",
+                              hint="finish training with `hfpipe run RECIPE --run-dir DIR --resume`")
+        source = str(path)
+    else:
+        source = resolve_location(target)
+    if not Path(source).exists() and not hub_downloads_allowed():
+        try:
+            from huggingface_hub import snapshot_download
+
+            source = snapshot_download(source, local_files_only=True)
+        except Exception as err:
+            raise load_error("model", target, err) from None
+    try:
+        from hfpipe.modeling import register_auto_classes
+
+        register_auto_classes()
+        from transformers import AutoModelForSeq2SeqLM
+
+        model = AutoModelForSeq2SeqLM.from_pretrained(source, local_files_only=not hub_downloads_allowed())
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not hub_downloads_allowed())
+    except ModelError:
+        raise
+    except Exception as err:
+        raise load_error("model", target, err) from None
+    return model, tokenizer, prefix
+
+
+def predict_lines(target: str, lines: list[str], *, num_beams: int | None = None, max_new_tokens: int | None = None,
+                  batch_size: int = 32) -> list[str]:
+    """One prediction per input line (empty lines stay empty), in order."""
+    from accelerate import Accelerator
+
+    from hfpipe.pipeline.evaluation import GenerationSettings, generate_texts
+
+    model, tokenizer, prefix = load_model_and_tokenizer(target)
+    gc = model.generation_config
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens or gc.max_new_tokens or 128, num_beams=num_beams or gc.num_beams or 1,
+        length_penalty=gc.length_penalty if gc.length_penalty is not None else 1.0,
+        no_repeat_ngram_size=gc.no_repeat_ngram_size or 0, repetition_penalty=gc.repetition_penalty or 1.0,
+        batch_size=batch_size)
+    accelerator = Accelerator()
+    model = model.to(accelerator.device)
+    todo = [i for i, line in enumerate(lines) if line.strip()]
+    outputs = [""] * len(lines)
+    if todo:
+        limit = getattr(tokenizer, "model_max_length", 512)
+        texts = generate_texts(model, tokenizer, [prefix + lines[i].strip() for i in todo], settings,
+                               accelerator=accelerator, max_source_length=min(limit, 1024))
+        for i, t in zip(todo, texts):
+            outputs[i] = " ".join(t.split())  # one line per input, whatever the model emits
+    return outputs
+
+
+def evaluate_target(target: str, *, split: str, recipe_path: Path | None, overrides: list[str],
+                    reporter: Reporter) -> RunSummary:
+    """Evaluate a run's model (or any model folder with --recipe) on one split."""
+    from hfpipe.pipeline.evaluation import GenerationSettings, default_max_new_tokens, evaluate_split
+    from hfpipe.recipe.loading import load_recipe
+
+    path = Path(target)
+    is_run = (path / "recipe.yaml").exists()
+    if recipe_path is None and not is_run:
+        raise RunDirError(f"{target} is not a run directory, so hfpipe does not know the data to evaluate on",
+                          hint="pass --recipe RECIPE.yaml (its data and evaluate sections are used)")
+    loaded = load_recipe(recipe_path or path / "recipe.yaml", overrides)
+    recipe = loaded.recipe
+    splits, _ = read_splits(recipe)
+    if split not in splits:
+        raise RunDirError(f"the recipe's data has no {split} split (it has {', '.join(splits)})")
+    examples = splits[split]
+    if recipe.evaluate.max_samples:
+        examples = examples[:recipe.evaluate.max_samples]
+    model, tokenizer, _ = load_model_and_tokenizer(target)
+    accelerator = make_accelerator(recipe)
+    model = accelerator.prepare(model)
+    label_lengths = [len(x) for x in tokenizer(text_target=[e.target for e in splits["train"][:5000]])["input_ids"]]
+    saved = model.generation_config.max_new_tokens if is_run else None
+    settings = GenerationSettings.from_recipe(recipe.evaluate, saved or default_max_new_tokens(label_lengths))
+    reporter.stage("evaluate", f"{split} ({len(examples):,} rows, beams {settings.num_beams}, max_new_tokens "
+                               f"{settings.max_new_tokens})")
+    update = reporter.progress(f"generating {split}", len(examples))
+    out_dir = path if is_run else None
+    res = evaluate_split(model, tokenizer, recipe, split, examples, settings, accelerator=accelerator,
+                         out_dir=out_dir if accelerator.is_main_process else None, on_batch=lambda n: update(n, {}))
+    reporter.done()
+    res.metrics["seconds"] = res.seconds
+    summary = RunSummary(run_dir=path, metrics={split: res.metrics}, stage_seconds={"evaluate": res.seconds},
+                         model_dir=path / "model" if is_run else path, task=recipe.task)
+    if is_run and accelerator.is_main_process:
+        write_metrics(RunDir(path), recipe, summary, settings)
+    check_gate(recipe, summary.metrics)
+    return summary
