@@ -71,10 +71,25 @@ def resolve_mixed_precision(setting: str) -> str:
     return "no"
 
 
+def quiet_libraries() -> None:
+    """hfpipe draws its own progress; the libraries' bars and save-time notices would interleave with it."""
+    import logging
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    for name in ("accelerate", "accelerate.checkpointing", "accelerate.accelerator"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def make_accelerator(recipe: Recipe) -> Accelerator:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    quiet_libraries()
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(recipe.train.mixed_precision),
                               gradient_accumulation_steps=recipe.train.gradient_accumulation_steps)
     set_seed(recipe.train.seed)
@@ -559,6 +574,7 @@ def predict_lines(target: str, lines: list[str], *, num_beams: int | None = None
         length_penalty=gc.length_penalty if gc.length_penalty is not None else 1.0,
         no_repeat_ngram_size=gc.no_repeat_ngram_size or 0, repetition_penalty=gc.repetition_penalty or 1.0,
         batch_size=batch_size)
+    quiet_libraries()
     accelerator = Accelerator()
     model = model.to(accelerator.device)
     todo = [i for i, line in enumerate(lines) if line.strip()]

@@ -87,11 +87,12 @@ def train_tokenizer(config: TokenizerTrainConfig, examples: list[Example], out_d
     specials = [PAD, BOS, EOS, UNK]
     if config.type == "unigram":
         tok = Tokenizer(models.Unigram())
-        trainer = trainers.UnigramTrainer(vocab_size=config.vocab_size, special_tokens=specials, unk_token=UNK,
+        trainer = trainers.UnigramTrainer(vocab_size=config.vocab_size, special_tokens=specials, unk_token=UNK, show_progress=False,
                                           shrinking_factor=0.75, max_piece_length=16)
     else:
         tok = Tokenizer(models.BPE(unk_token=UNK, byte_fallback=False))
-        trainer = trainers.BpeTrainer(vocab_size=config.vocab_size, special_tokens=specials, min_frequency=2)
+        trainer = trainers.BpeTrainer(vocab_size=config.vocab_size, special_tokens=specials, min_frequency=2,
+                                      show_progress=False)
     norms = [normalizers.NFKC()]
     if config.lowercase:
         norms.append(normalizers.Lowercase())
