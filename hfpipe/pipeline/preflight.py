@@ -139,6 +139,10 @@ def _check_lengths(recipe: Recipe, splits: dict[str, list[Example]], report: Pre
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(tok_file))
+        tok.no_padding()  # tokenizer.json files often carry a fixed padding/truncation from their last use
+        tok.no_truncation()
+        tok.no_padding()  # a tokenizer.json may pad every text to a fixed length (sentence-transformers do)
+        tok.no_truncation()
         lengths = [len(enc.ids) for enc in tok.encode_batch(refs[:20000])]
         how = f"counted with {tok_file.parent.name}/tokenizer.json"
     else:

@@ -384,7 +384,7 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
 
         model, result = train(model, prepared.tokenizer, prepared.tokenized.datasets["train"], recipe,
                               accelerator=accelerator, run_dir=run.path, evaluate_fn=evaluate_fn,
-                              resume=resume, on_progress=on_progress)
+                              resume=resume, on_progress=on_progress, on_message=reporter.info)
         reporter.done()
         summary.train = result.to_dict()
         summary.stage_seconds["train"] = round(time.perf_counter() - t0, 2)

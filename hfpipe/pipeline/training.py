@@ -210,13 +210,26 @@ def _optimizer(model: PreTrainedModel, cfg: TrainConfig) -> torch.optim.Optimize
 
 
 # --------------------------------------------------------------------------------------------- the loop
+def forward_logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Decoder logits for a batch. Decoder inputs are made from the labels by the model's own shift-right when it
+    has one, so the model does not also compute a loss of its own (a second full-vocabulary softmax, which
+    EncoderDecoderModel even does in float32); hfpipe computes the loss once, with label smoothing."""
+    core = model.module if hasattr(model, "module") else model
+    prepare = getattr(core, "prepare_decoder_input_ids_from_labels", None)
+    if prepare is not None:
+        decoder_input_ids = prepare(labels=batch["labels"])
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                     decoder_input_ids=decoder_input_ids).logits
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).logits
+
+
 EvalFn = Callable[["PreTrainedModel"], dict[str, Any]]
 
 
 def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set: Dataset, recipe: Recipe, *,
           accelerator: Accelerator, run_dir: Path, evaluate_fn: EvalFn | None = None, resume: bool = False,
-          on_progress: Callable[[int, int | None, dict[str, Any]], None] | None = None) -> tuple[PreTrainedModel,
-                                                                                               TrainResult]:
+          on_progress: Callable[[int, int | None, dict[str, Any]], None] | None = None,
+          on_message: Callable[[str], None] | None = None) -> tuple[PreTrainedModel, TrainResult]:
     """Train `model` on the tokenized `train_set`; returns the best (or last) model and a summary.
 
     `evaluate_fn(model)` returns validation metrics; it is called every `train.eval_every_steps` steps on every
@@ -261,7 +274,8 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
             accelerator.load_state(str(last))
             state = TrainState(**json.loads((last / "trainer_state.json").read_text()))
             clock["offset"] = state.seconds
-            accelerator.print(f"resumed from {last.name} (step {state.step})")
+            if on_message is not None:
+                on_message(f"resumed from checkpoint {last.name} (step {state.step})")
 
     def save_checkpoint() -> None:
         accelerator.wait_for_everyone()
@@ -319,8 +333,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
             state.batch_in_epoch += 1
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                   labels=batch["labels"]).logits
+                    logits = forward_logits(model, batch)
                 loss = loss_fn(logits.float().view(-1, logits.size(-1)), batch["labels"].view(-1))
                 if not torch.isfinite(loss):
                     raise TrainingError(f"the loss became {loss.item()} at step {state.step}",

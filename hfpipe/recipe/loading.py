@@ -61,6 +61,14 @@ _LineLoader.add_implicit_resolver(
     re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?(?:[0-9][0-9_]*)?\.[0-9_]+(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"""),
     list("-+0123456789."),
 )
+# YAML 1.1 also reads yes/no/on/off as booleans, so `source_lang: no` (Norwegian) became False. Only true/false
+# are booleans here (as in YAML 1.2); pydantic still accepts "yes"/"no"/"on"/"off" for boolean fields.
+for _first in list("yYnNoOtTfF"):
+    _LineLoader.yaml_implicit_resolvers[_first] = [
+        (tag, regexp) for tag, regexp in _LineLoader.yaml_implicit_resolvers.get(_first, [])
+        if tag != "tag:yaml.org,2002:bool"]
+_LineLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                  list("tTfF"))
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
@@ -86,11 +94,17 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
         raise RecipeError(f"a recipe must be a mapping of sections (task, data, model, ...), got {type(data).__name__}",
                           where=str(path))
     lines: dict[tuple[str, ...], str] = {}
+    duplicates: list[str] = []
 
     def walk(n: yaml.Node, prefix: tuple[str, ...]) -> None:
         if isinstance(n, yaml.MappingNode):
+            seen: set[str] = set()
             for key_node, value_node in n.value:
                 key = (*prefix, str(key_node.value))
+                if key[-1] in seen and key[-1] != "<<":  # YAML keeps the last one silently
+                    duplicates.append(f"{'.'.join(key)} ({path}:{key_node.start_mark.line + 1}) is given again; "
+                                      f"first at {lines[key]}")
+                seen.add(key[-1])
                 lines[key] = f"{path}:{key_node.start_mark.line + 1}"
                 walk(value_node, key)
         elif isinstance(n, yaml.SequenceNode):
@@ -101,6 +115,9 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
 
     if node is not None:
         walk(node, ())
+    if duplicates:
+        raise RecipeError(f"duplicate key{'s' if len(duplicates) > 1 else ''} in recipe {path}", details=duplicates,
+                          hint="YAML would silently keep only the last one: merge them into one")
     return data, lines
 
 
@@ -139,9 +156,13 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` wins key by key; `key: null` over a mapping drops that mapping (back to its defaults), so a recipe
+    can say "no tokenizer.train" or "no model.config" where the parent had one."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if v is None and isinstance(out.get(k), dict):
+            del out[k]
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = _deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)

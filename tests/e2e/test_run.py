@@ -1,0 +1,192 @@
+"""`hfpipe run` end to end: tiny models trained for real, artifacts checked against the libraries' own numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import sacrebleu
+from rouge_score import rouge_scorer
+
+from tests.e2e.conftest import REPO, tiny_recipe, write_recipe
+
+pytestmark = pytest.mark.slow
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def translation_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mt")
+    recipe = write_recipe(tmp, tiny_recipe("translation"))
+    run_dir = tmp / "run"
+    env = {**os.environ, "HFPIPE_CACHE": str(tmp / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
+           "COLUMNS": "160"}
+    proc = subprocess.run([sys.executable, "-m", "hfpipe", "run", str(recipe), "--run-dir", str(run_dir), "--json"],
+                          cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"tmp": tmp, "recipe": recipe, "run_dir": run_dir, "env": env, "proc": proc,
+            "summary": json.loads(proc.stdout)}
+
+
+def test_run_directory_layout(translation_run):
+    run_dir = translation_run["run_dir"]
+    for name in ("recipe.yaml", "manifest.json", "metrics.json", "predictions-test.jsonl", "train_log.jsonl",
+                 "curves.png", "length-test.png", "tokenizer/tokenizer.json", "model/config.json",
+                 "model/model.safetensors", "model/generation_config.json", "model/tokenizer.json"):
+        assert (run_dir / name).exists(), name
+    assert list((run_dir / "checkpoints").glob("step-*")), "a resumable checkpoint is kept"
+    assert not list(run_dir.rglob(".*.tmp")), "no half-written temp files are left"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    assert manifest["seed"] == 7
+    assert {"torch", "transformers", "datasets", "hfpipe"} <= set(manifest["versions"])
+    files = {f["split"]: f for f in manifest["data"]["files"]}
+    assert set(files) == {"train", "validation", "test"}
+    assert len(files["train"]["sha256"]) == 64 and files["train"]["rows"] == 20000
+    assert manifest["data"]["rows"]["train"] == 400
+    assert manifest["started"] and manifest["finished"]
+
+
+def test_metrics_equal_sacrebleu_on_written_predictions(translation_run):
+    run_dir = translation_run["run_dir"]
+    rows = _jsonl(run_dir / "predictions-test.jsonl")
+    assert len(rows) == 24
+    preds = [r["prediction"] for r in rows]
+    refs = [r["reference"] for r in rows]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    test = metrics["splits"]["test"]
+    assert test["bleu"] == pytest.approx(sacrebleu.corpus_bleu(preds, [refs]).score, abs=1e-4)
+    assert test["chrf"] == pytest.approx(sacrebleu.corpus_chrf(preds, [refs]).score, abs=1e-4)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rl = sum(scorer.score(r, p)["rougeL"].fmeasure for r, p in zip(refs, preds)) / len(rows)
+    assert test["rougeL"] == pytest.approx(rl, abs=1e-4)
+    assert "version:" in metrics["signatures"]["bleu"]
+    assert metrics["generation"]["max_new_tokens"] == 24
+    buckets = test["by_length"]
+    assert sum(b["num_samples"] for b in buckets) == 24
+
+
+def test_predictions_keep_the_data_order(translation_run):
+    """Generation runs sorted by length; the file must come back in the original order."""
+    from hfpipe.pipeline.data import read_splits
+    from hfpipe.recipe.loading import load_recipe
+
+    splits, _ = read_splits(load_recipe(translation_run["run_dir"] / "recipe.yaml").recipe)
+    rows = _jsonl(translation_run["run_dir"] / "predictions-test.jsonl")
+    assert [r["source"] for r in rows] == [e.source for e in splits["test"]]
+    assert [r["reference"] for r in rows] == [e.target for e in splits["test"]]
+
+
+def test_training_learns_and_logs(translation_run):
+    log = _jsonl(translation_run["run_dir"] / "train_log.jsonl")
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 4
+    assert losses[-1] < losses[0] - 0.5, losses
+    evals = [r for r in log if "eval_bleu" in r]
+    assert [r["step"] for r in evals] == [8, 16]
+    train = translation_run["summary"]["train"]
+    assert train["steps"] == 16 and train["best_step"] in (8, 16)
+
+
+def test_model_loads_without_hfpipe(translation_run, tmp_path):
+    """model/ is a plain Hugging Face folder: a process that cannot import hfpipe loads and uses it."""
+    model_dir = translation_run["run_dir"] / "model"
+    code = textwrap.dedent(f"""
+        import importlib.util, sys
+        assert importlib.util.find_spec("hfpipe") is None
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        tok = AutoTokenizer.from_pretrained({str(model_dir)!r})
+        model = AutoModelForSeq2SeqLM.from_pretrained({str(model_dir)!r})
+        out = model.generate(**tok(["This package contains the documentation."], return_tensors="pt"))
+        assert model.generation_config.max_new_tokens == 24, model.generation_config
+        print(tok.decode(out[0], skip_special_tokens=True))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_rerun_with_new_train_settings_reuses_tokenization(translation_run, run_cli, tmp_path):
+    env = {"HFPIPE_CACHE": translation_run["env"]["HFPIPE_CACHE"]}
+    proc = run_cli("run", str(translation_run["recipe"]), "--run-dir", str(tmp_path / "run2"), "--json",
+                   "--set", "train.learning_rate=1e-3", "--set", "train.max_steps=4", "--set",
+                   "train.eval_every_steps=4", "--set", "evaluate.max_samples=4", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert {"tokenizer", "tokenize"} <= set(summary["reused"])
+    assert "reused from cache" in proc.stderr or "reused" in proc.stderr
+
+
+def test_resume_skips_finished_stages(translation_run, run_cli):
+    """Resuming a finished run with the same recipe redoes neither training nor evaluation."""
+    env = {"HFPIPE_CACHE": translation_run["env"]["HFPIPE_CACHE"]}
+    recipe = translation_run["run_dir"] / "recipe.yaml"
+    before = (translation_run["run_dir"] / "model" / "model.safetensors").stat().st_mtime_ns
+    proc = run_cli("run", str(recipe), "--run-dir", str(translation_run["run_dir"]), "--resume", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert {"train", "evaluate"} <= set(summary["reused"])
+    assert (translation_run["run_dir"] / "model" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_resume_continues_training_from_checkpoint(run_cli, tmp_path):
+    recipe = write_recipe(tmp_path, tiny_recipe("translation", evaluate={"max_samples": 4}))
+    run_dir = tmp_path / "run"
+    first = run_cli("train", str(recipe), "--run-dir", str(run_dir), "--set", "train.max_steps=8")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (run_dir / "checkpoints" / "step-8").exists()
+    again = run_cli("run", str(recipe), "--run-dir", str(run_dir), "--resume", "--json")
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = _jsonl(run_dir / "train_log.jsonl")
+    steps = [r["step"] for r in log if "loss" in r]
+    assert steps == [4, 8, 12, 16], "steps 1-8 are not trained twice"
+    assert json.loads(again.stdout)["train"]["steps"] == 16
+
+
+def test_existing_run_dir_is_not_overwritten(translation_run, run_cli):
+    proc = run_cli("run", str(translation_run["recipe"]), "--run-dir", str(translation_run["run_dir"]))
+    assert proc.returncode == 7
+    assert "already exists" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_evaluate_and_predict_commands(translation_run, run_cli, tmp_path):
+    env = {"HFPIPE_CACHE": translation_run["env"]["HFPIPE_CACHE"]}
+    run_dir = translation_run["run_dir"]
+    proc = run_cli("evaluate", str(run_dir), "--split", "validation", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(proc.stdout)["validation"]
+    assert metrics["num_samples"] == 24
+    assert (run_dir / "predictions-validation.jsonl").exists()
+    assert set(json.loads((run_dir / "metrics.json").read_text())["splits"]) == {"test", "validation"}
+
+    lines = ["This package contains the documentation.", "", "A free game of ancient warfare."]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    proc = run_cli("predict", str(run_dir), "--input", str(tmp_path / "in.txt"), env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout.split("\n")
+    assert len(out) == 4 and out[-1] == "" and out[1] == "", "one output line per input line"
+    proc = run_cli("predict", str(run_dir / "model"), env=env, stdin="Hello world\n")
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize("task", ["summarization"])
+def test_summarization_run_scores_match_rouge_score(task, run_cli, tmp_path):
+    recipe = write_recipe(tmp_path, tiny_recipe(task, train={"max_steps": 8, "eval_every_steps": 8},
+                                                evaluate={"no_repeat_ngram_size": 3}))
+    proc = run_cli("run", str(recipe), "--run-dir", str(tmp_path / "run"), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _jsonl(tmp_path / "run" / "predictions-test.jsonl")
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["splits"]["test"]
+    for key in ("rouge1", "rouge2", "rougeL"):
+        expected = sum(scorer.score(r["reference"], r["prediction"])[key].fmeasure for r in rows) / len(rows)
+        assert metrics[key] == pytest.approx(expected, abs=1e-4)
