@@ -190,3 +190,24 @@ def test_summarization_run_scores_match_rouge_score(task, run_cli, tmp_path):
     for key in ("rouge1", "rouge2", "rougeL"):
         expected = sum(scorer.score(r["reference"], r["prediction"])[key].fmeasure for r in rows) / len(rows)
         assert metrics[key] == pytest.approx(expected, abs=1e-4)
+
+
+def test_two_process_evaluation_matches_one_process(translation_run, tmp_path):
+    """`accelerate launch` with 2 CPU processes: generation is sharded and gathered; the predictions file has
+    every row once, in data order, identical to the single-process run (3 batches over 2 processes, so the
+    last round is padded with a duplicate batch that must be dropped)."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(translation_run["run_dir"], run_dir)
+    single = _jsonl(run_dir / "predictions-test.jsonl")
+    (run_dir / "predictions-test.jsonl").unlink()
+    env = {**translation_run["env"], "COLUMNS": "160"}
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "-m", "hfpipe", "evaluate", str(run_dir), "--split", "test"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    multi = _jsonl(run_dir / "predictions-test.jsonl")
+    assert [r["prediction"] for r in multi] == [r["prediction"] for r in single]
+    assert proc.stdout.count("results") == 1, "only the main process prints"
