@@ -27,6 +27,8 @@ def validate(recipe: RecipeArg, set_: SetOpt = None,
     """Check a recipe (schema, files, columns, model limits, generation length) without training.
 
     Never imports torch or transformers. Every problem is reported at once; exit 0 when the recipe is ready."""
+    from rich.markup import escape  # paths and column names can hold [brackets]
+
     from hfpipe.pipeline.preflight import preflight, raise_if_failed
     from hfpipe.recipe.loading import load_recipe
 
@@ -36,31 +38,35 @@ def validate(recipe: RecipeArg, set_: SetOpt = None,
         report = preflight(loaded)
         raise_if_failed(report, loaded.path)
         for w in report.warnings:
-            console.print(f"[yellow]warning:[/yellow] {w}")
+            console.print(f"[yellow]warning:[/yellow] {escape(w)}")
         for n in report.notes:
-            console.print(f"[dim]note: {n}[/dim]")
+            console.print(f"[dim]note: {escape(n)}[/dim]")
         rows = ", ".join(f"{k} {v:,}" for k, v in report.rows.items())
-        console.print(f"[green]✓[/green] {loaded.path.name}: {loaded.recipe.task} recipe is valid"
+        console.print(f"[green]✓[/green] {escape(loaded.path.name)}: {loaded.recipe.task} recipe is valid"
                       + (f" (rows: {rows})" if rows else ""))
     else:
-        console.print(f"[green]✓[/green] {loaded.path.name}: schema valid")
+        console.print(f"[green]✓[/green] {escape(loaded.path.name)}: schema valid")
 
 
 def recipes() -> None:
     """List the shipped recipes with their one-line descriptions."""
-    import yaml
     from rich.table import Table
+    from rich.text import Text
+
+    from hfpipe.errors import HfpipeError
+    from hfpipe.recipe.loading import load_recipe
 
     console = make_console()
     table = Table("recipe", "task", "description")
     for folder in shipped_recipes_dirs():
         for path in sorted(folder.glob("*.yaml")):
-            try:
-                data = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError:
-                data = {}
+            try:  # through the loader, so a recipe that `extends` another shows what it inherits
+                recipe = load_recipe(path).recipe
+                task, description = recipe.task, Text(recipe.description or "")
+            except HfpipeError:
+                task, description = "?", Text("invalid: run `hfpipe validate` on it", style="red")
             rel = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-            table.add_row(str(rel), str(data.get("task", "?")), str(data.get("description", "")))
+            table.add_row(str(rel), task, description)
     console.print(table)
 
 

@@ -43,6 +43,22 @@ def fail(err: HfpipeError) -> NoReturn:
     raise SystemExit(err.exit_code)
 
 
+def _click_error_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """Click's ClickException and Abort, from the copy of click that recent Typer versions vendor
+    (`typer._click`, with `typer.Abort`) and from click itself where it is installed."""
+    import importlib
+
+    errors, aborts = [], [typer.Abort] if hasattr(typer, "Abort") else []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        errors += [c for c in (getattr(module, "ClickException", None),) if c is not None]
+        aborts += [c for c in (getattr(module, "Abort", None),) if c is not None]
+    return tuple(errors), tuple(aborts)
+
+
 def run_cli(app: typer.Typer) -> None:
     """Run the Typer app, turning hfpipe errors into one panel and a documented exit code."""
     debug = "--debug" in sys.argv or os.environ.get(DEBUG_ENV) == "1"
@@ -61,12 +77,11 @@ def run_cli(app: typer.Typer) -> None:
     except SystemExit:
         raise
     except Exception as err:  # click's own usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
+        usage_errors, aborts = _click_error_types()
+        if isinstance(err, usage_errors):
             err.show()
             raise SystemExit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
+        if isinstance(err, aborts):
             raise SystemExit(130)
         if debug:
             raise

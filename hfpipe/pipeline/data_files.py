@@ -53,9 +53,13 @@ def sha256_of(path: Path) -> str:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
+    # gzip is recognised by its name or its magic bytes (a downloaded "train.jsonl" is sometimes gzipped);
+    # utf-8-sig drops the byte-order mark that spreadsheet exports put before the first column name.
+    with path.open("rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    if gzipped or path.suffix.lower() == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return path.open("r", encoding="utf-8-sig", newline="")
 
 
 def iter_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -151,6 +155,10 @@ def extract(task: Task, data: DataConfig, record: dict[str, Any], where: str) ->
         src_key, tgt_key, holder = data.source_column, data.target_column, record
     else:
         holder = record.get(data.translation_column)
+        if data.translation_column in record and not isinstance(holder, dict):
+            raise DataError(f"column {data.translation_column!r} holds a {type(holder).__name__}, not a mapping with "
+                            f"keys {data.source_lang!r} and {data.target_lang!r}", where=where,
+                            hint="for two flat text columns set data.source_column and data.target_column")
         if not isinstance(holder, dict):
             raise _column_error(task, data, record, where, data.translation_column)
         src_key, tgt_key = data.source_lang, data.target_lang
@@ -160,6 +168,10 @@ def extract(task: Task, data: DataConfig, record: dict[str, Any], where: str) ->
     source, target = holder[src_key], holder[tgt_key]
     if source is None or target is None:
         return None
+    for key, value in ((src_key, source), (tgt_key, target)):
+        if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
+            raise DataError(f"column {key!r} holds a {type(value).__name__} ({str(value)[:60]}), not text",
+                            where=where, hint="point the recipe at a text column (or a list of sentences)")
     if isinstance(source, list):  # some summarization sets store sentences as a list
         source = "\n".join(map(str, source))
     if isinstance(target, list):

@@ -1,0 +1,193 @@
+"""The light commands as a user runs them: `python -m hfpipe ...` in a subprocess, exit codes from hfpipe.errors,
+no heavy imports, one readable message per failure and a traceback only with --debug."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = REPO_ROOT / "tests/fixtures/ddtp-en-de.sample.jsonl"
+RECIPES = sorted((REPO_ROOT / "recipes").glob("*.yaml"))
+HEAVY = {"torch", "transformers", "datasets"}
+
+# exit codes, as documented in hfpipe/errors.py
+OK, RECIPE_ERROR, DATA_ERROR = 0, 2, 3
+
+
+def write_recipe(folder: Path, name: str = "r.yaml", extra: str = "", **files: str | Path) -> Path:
+    """A small valid translation recipe; `files` default to the shipped 60-row sample as train."""
+    files = files or {"train": FIXTURE}
+    path = folder / name
+    path.write_text(textwrap.dedent("""\
+        task: translation
+        data:
+          files:
+        {files}
+          source_lang: en
+          target_lang: de
+          max_source_length: 64
+          max_target_length: 64
+        tokenizer:
+          train: {{vocab_size: 1000}}
+        model:
+          architecture: mbart
+          config: {{d_model: 64, max_position_embeddings: 64}}
+        train:
+          max_steps: 10
+        """).format(files="\n".join(f"    {split}: {file}" for split, file in files.items())) + extra,
+        encoding="utf-8")
+    return path
+
+
+def imported_modules(importtime_stderr: str) -> set[str]:
+    """Top-level names of every module in `python -X importtime` output."""
+    names = set()
+    for line in importtime_stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            module = line.rsplit("|", 1)[1].strip()
+            if module != "imported package":
+                names.add(module.split(".")[0])
+    return names
+
+
+# --------------------------------------------------------------------------------------------- light imports
+def test_help(run_hfpipe) -> None:
+    rc, out, err = run_hfpipe("--help")
+    assert rc == OK, err
+    for command in ("validate", "recipes", "schema", "run"):
+        assert command in out
+
+
+@pytest.mark.parametrize("args", [("--help",), ("validate", "recipes/translation-en-de.yaml"),
+                                  *(("validate", str(p.relative_to(REPO_ROOT))) for p in RECIPES
+                                    if p.name != "translation-en-de.yaml")],
+                         ids=lambda a: " ".join(a))
+def test_light_commands_import_nothing_heavy(run_hfpipe, args: tuple[str, ...]) -> None:
+    rc, out, err = run_hfpipe(*args, python_flags=["-X", "importtime"])
+    assert rc == OK, out + err[-3000:]
+    modules = imported_modules(err)
+    assert {"hfpipe", "typer", "rich"} <= modules  # the parse really saw the imports
+    assert not modules & HEAVY, f"`hfpipe {' '.join(args)}` imported {sorted(modules & HEAVY)}"
+
+
+# --------------------------------------------------------------------------------------------- validate
+def test_validate_good_recipe(run_hfpipe, tmp_path: Path) -> None:
+    rc, out, err = run_hfpipe("validate", write_recipe(tmp_path), cwd=tmp_path)
+    assert rc == OK, out + err
+    assert "r.yaml: translation recipe is valid (rows: train 60)" in out
+    assert "5% of train will be carved off" in out
+
+
+def test_validate_broken_recipe_lists_every_problem(run_hfpipe, tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, extra="evaluate:\n  num_beam: 4\n")
+    text = path.read_text().replace("model:", "modle:").replace("max_steps:", "max_stepz:")
+    path.write_text(text)
+    rc, out, err = run_hfpipe("validate", path)
+    assert rc == RECIPE_ERROR, out + err
+    assert "Traceback" not in out + err
+    assert "Recipe error" in err and "4 problems" in err
+    for problem in ("unknown key 'modle'; did you mean 'model'?", "unknown key 'max_stepz'; did you mean 'max_steps'?",
+                    "unknown key 'num_beam'; did you mean 'num_beams'?", "model: required key is missing"):
+        assert problem in err, problem
+    assert f"{path}:{text.splitlines().index('modle:') + 1}" in err
+
+
+def test_validate_bad_set_override(run_hfpipe, tmp_path: Path) -> None:
+    rc, out, err = run_hfpipe("validate", write_recipe(tmp_path), "--set", "train.max_steps=abc",
+                              "--set", "train.lerning_rate=1")
+    assert rc == RECIPE_ERROR, out + err
+    assert "train.max_steps (--set train.max_steps=abc)" in err
+    assert "did you mean 'learning_rate'?" in err
+    assert "Traceback" not in err
+
+
+def test_validate_missing_data_file(run_hfpipe, tmp_path: Path) -> None:
+    missing = tmp_path / "data" / "nope.jsonl.gz"
+    rc, out, err = run_hfpipe("validate", write_recipe(tmp_path, train="data/nope.jsonl.gz"), cwd=REPO_ROOT)
+    assert rc == DATA_ERROR, out + err
+    assert "Data error" in err and str(missing) in err
+    assert "Traceback" not in err
+
+
+def test_validate_missing_column(run_hfpipe, tmp_path: Path) -> None:
+    rc, out, err = run_hfpipe("validate", write_recipe(tmp_path), "--set", "data.target_lang=fr")
+    assert rc == DATA_ERROR, out + err
+    assert "column 'fr' not found" in err and "available: de, en" in err
+    assert "Traceback" not in err
+
+
+def test_validate_several_data_problems_at_once(run_hfpipe, tmp_path: Path) -> None:
+    (tmp_path / "dev.jsonl").write_bytes('{"translation": {"en": "caf\xe9", "de": "Kaffee"}}\n'.encode("latin-1"))
+    path = write_recipe(tmp_path, train=FIXTURE, validation="dev.jsonl", test="missing.csv")
+    rc, out, err = run_hfpipe("validate", path)
+    assert rc == DATA_ERROR, out + err
+    assert "2 problems" in err and "not UTF-8" in err and str(tmp_path / "missing.csv") in err
+
+
+def test_validate_missing_recipe(run_hfpipe, tmp_path: Path) -> None:
+    rc, out, err = run_hfpipe("validate", tmp_path / "nope.yaml")
+    assert rc == RECIPE_ERROR and "recipe file not found" in err
+
+
+def test_validate_recipe_name_with_brackets(run_hfpipe, tmp_path: Path) -> None:
+    rc, out, err = run_hfpipe("validate", write_recipe(tmp_path, name="exp[v2].yaml"), "--no-data")
+    assert rc == OK, out + err
+    assert "exp[v2].yaml: schema valid" in out
+
+
+def test_usage_errors_exit_2_without_internal_error(run_hfpipe) -> None:
+    for args in (("validate",), ("frobnicate",), ("validate", "recipes/translation-en-de.yaml", "--sett", "x")):
+        rc, out, err = run_hfpipe(*args)
+        assert rc == RECIPE_ERROR, (args, out + err)
+        assert "Internal error" not in err and "Traceback" not in err, (args, err)
+        assert "Usage:" in err, (args, err)
+
+
+# --------------------------------------------------------------------------------------------- --debug
+def test_debug_shows_the_traceback_only_when_asked(run_hfpipe, tmp_path: Path) -> None:
+    path = write_recipe(tmp_path)
+    path.write_text(path.read_text().replace("max_steps:", "max_stepz:"))
+    rc, out, err = run_hfpipe("validate", path)
+    assert rc == RECIPE_ERROR and "Traceback" not in out + err
+    rc, out, err = run_hfpipe("--debug", "validate", path)
+    assert rc != OK
+    assert "Traceback" in err
+    assert "RecipeError" in err and "max_stepz" in err
+
+
+# --------------------------------------------------------------------------------------------- schema, recipes
+def test_schema_is_json_schema(run_hfpipe) -> None:
+    rc, out, err = run_hfpipe("schema")
+    assert rc == OK, err
+    schema = json.loads(out)
+    assert {"task", "data", "model", "train"} <= set(schema["properties"])
+    assert set(schema["required"]) == {"task", "data", "model", "train"}
+    defs = schema["$defs"]
+    assert defs["TrainConfig"]["additionalProperties"] is False
+    assert "learning_rate" in defs["TrainConfig"]["properties"]
+    assert "from" in defs["TokenizerConfig"]["properties"]  # the YAML spelling, not `from_`
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    from hfpipe.recipe.loading import load_recipe
+
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in RECIPES:  # every resolved shipped recipe is an instance of the printed schema
+        dumped = load_recipe(path).recipe.model_dump(mode="json", by_alias=True, exclude_none=True)
+        assert not list(validator.iter_errors(dumped)), path.name
+    assert list(validator.iter_errors({"task": "translation", "train": {"lerning_rate": 1}}))
+
+
+def test_recipes_lists_the_shipped_recipes(run_hfpipe) -> None:
+    from hfpipe.recipe.loading import load_recipe
+
+    rc, out, err = run_hfpipe("recipes")
+    assert rc == OK, err
+    lines = out.splitlines()
+    for path in RECIPES:
+        row = [line for line in lines if f"recipes/{path.name}" in line]
+        assert len(row) == 1, (path.name, out)
+        assert load_recipe(path).recipe.task in row[0], row[0]  # also for a recipe that `extends` another
