@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 import typer
 from rich.table import Table
@@ -75,12 +76,14 @@ def push(
         console.print(f"[yellow]dry run[/yellow]: nothing was sent. Target: {result.repo_url}")
         return
     if result.pr_url:
-        console.print(f"[green]Opened pull request[/green] {result.pr_url}")
+        console.print(f"[green]Opened pull request[/green] {result.pr_url}", soft_wrap=True)
     elif not result.changed:
-        console.print(f"[green]Already up to date[/green]: {result.repo_url} holds these files; no new commit.")
+        console.print(f"[green]Already up to date[/green]: {result.repo_url} holds these files; no new commit.",
+                      soft_wrap=True)
     else:
-        console.print(f"[green]Committed[/green] {result.commit_url}")
-    console.print(f"Model: {result.repo_url}" + (f"/tree/{result.revision}" if result.revision != "main" else ""))
+        console.print(f"[green]Committed[/green] {result.commit_url}", soft_wrap=True)
+    tree = f"/tree/{quote(result.revision, safe='')}" if result.revision != "main" else ""
+    console.print(f"Model: {result.repo_url}{tree}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
