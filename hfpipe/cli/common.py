@@ -68,8 +68,10 @@ def run_cli(app: typer.Typer) -> None:
     try:
         app(standalone_mode=False)
     except HfpipeError as err:
-        if debug:
-            raise
+        if debug:  # the traceback, then the same panel and documented exit code as without --debug
+            import traceback
+
+            traceback.print_exc()
         fail(err)
     except KeyboardInterrupt:
         make_console(stderr=True).print("[yellow]interrupted[/yellow]")
