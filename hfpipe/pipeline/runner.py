@@ -434,7 +434,13 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
             write_metrics(run, recipe, summary, generation)
             run.mark("evaluate", eval_fp)
 
-    # ---- push (main process only, and only after a successful evaluation)
+    # The run is complete before any push: a failed push leaves a finished, pushable run (`hfpipe push`).
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_manifest(run, loaded, prepared.report, argv, started, "finished", summary)
+    check_gate(recipe, summary.metrics)
+
+    # ---- push (main process only, and only after a successful evaluation that passed its gate)
     if push and recipe.push is not None and recipe.push.enabled and recipe.push.repo_id:
         if accelerator.is_main_process:
             t0 = time.perf_counter()
@@ -444,10 +450,8 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
             result = push_after_run(run.path, recipe.push.model_dump())
             summary.push = {"url": getattr(result, "repo_url", None)} if result else None
             summary.stage_seconds["push"] = round(time.perf_counter() - t0, 2)
+            write_manifest(run, loaded, prepared.report, argv, started, "finished", summary)
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_manifest(run, loaded, prepared.report, argv, started, "finished", summary)
-    check_gate(recipe, summary.metrics)
     return summary
 
 
