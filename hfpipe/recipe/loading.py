@@ -299,9 +299,6 @@ def cross_check(recipe: Recipe) -> list[Issue]:
         problem = check_metric_name(recipe.task, name)
         if problem:
             issues.append(Issue(f"evaluate.fail_below.{name}", problem))
-    if recipe.train.eval_every_steps is not None and d.files is not None and d.files.validation is None \
-            and d.validation_fraction is None:
-        issues.append(Issue("train.eval_every_steps", "evaluation during training needs a validation split"))
     return issues
 
 
