@@ -12,19 +12,37 @@ import typer
 from hfpipe.cli import commands_data, commands_hub, commands_model, commands_recipe, commands_run
 from hfpipe.cli.common import run_cli
 
-app = typer.Typer(
-    name="hfpipe",
-    help="Fine-tune Hugging Face sequence-to-sequence models from one YAML recipe.",
-    no_args_is_help=True,
-    add_completion=False,
-    # Locals can hold a Hub token: never print them.
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode="rich",
-)
 
-for module in (commands_recipe, commands_data, commands_run, commands_model, commands_hub):
-    module.register(app)
+def _version(value: bool) -> None:
+    if value:
+        from hfpipe import __version__
+
+        typer.echo(f"hfpipe {__version__}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    """The Typer app with every command registered (built on call, never at import)."""
+    app = typer.Typer(
+        name="hfpipe",
+        help="Fine-tune Hugging Face sequence-to-sequence models from one YAML recipe.\n\n"
+             "Add --debug to any command to see the traceback behind an error.",
+        no_args_is_help=True,
+        add_completion=False,
+        # Locals can hold a Hub token: never print them.
+        pretty_exceptions_show_locals=False,
+        rich_markup_mode="rich",
+    )
+
+    @app.callback()
+    def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                           help="Print the version and exit.")) -> None:
+        """Fine-tune Hugging Face sequence-to-sequence models from one YAML recipe."""
+
+    for module in (commands_recipe, commands_data, commands_run, commands_model, commands_hub):
+        module.register(app)
+    return app
 
 
 def main() -> None:
-    run_cli(app)
+    run_cli(build_app())
