@@ -183,20 +183,41 @@ def plan_push(run_dir: Path, repo_id: str) -> tuple[list[PushFile], str]:
     return plan.files, plan.card
 
 
+def _public_recipe(path: Path) -> bytes:
+    """The resolved recipe as pushed: local paths (which say where on someone's disk the data lives) are cut to
+    their file names; Hub ids and every setting stay as they are."""
+    import yaml
+
+    recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for split, value in list(((recipe.get("data") or {}).get("files") or {}).items()):
+        if isinstance(value, str):
+            recipe["data"]["files"][split] = Path(value).name
+    for section, key in (("tokenizer", "from"), ("model", "pretrained"), ("model", "encoder"), ("model", "decoder")):
+        value = (recipe.get(section) or {}).get(key)
+        if isinstance(value, str) and Path(value).is_absolute():
+            recipe[section][key] = Path(value).name
+    header = "# The recipe this model was trained with (local paths shortened to file names).\n"
+    return (header + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)).encode("utf-8")
+
+
 def _plan(run_dir: Path, repo_id: str) -> _Plan:
     if not run_dir.is_dir():
         raise RunDirError("the run directory does not exist", where=str(run_dir))
     read_run_recipe(run_dir)  # a run directory has a readable recipe.yaml
-    sources = _model_files(run_dir)
-    sources.append(run_dir / "recipe.yaml")
+    sources: list[Path | tuple[str, bytes]] = [*_model_files(run_dir),
+                                               ("recipe.yaml", _public_recipe(run_dir / "recipe.yaml"))]
     if (run_dir / "metrics.json").is_file():
         sources.append(run_dir / "metrics.json")
     card = build_model_card(run_dir, repo_id)
     plan = _Plan(files=[], card=card)
-    for path in sources:
-        if path.name not in plan.contents:
-            plan.contents[path.name] = path
-            plan.files.append(PushFile(path.name, path.stat().st_size, path))
+    for source in sources:
+        if isinstance(source, tuple):
+            name, data = source
+            plan.contents[name] = data
+            plan.files.append(PushFile(name, len(data), None))
+        elif source.name not in plan.contents:
+            plan.contents[source.name] = source
+            plan.files.append(PushFile(source.name, source.stat().st_size, source))
     card_bytes = card.encode("utf-8")
     plan.contents["README.md"] = card_bytes
     plan.files.append(PushFile("README.md", len(card_bytes), None))

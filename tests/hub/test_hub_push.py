@@ -11,6 +11,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import yaml
 from huggingface_hub import ModelCard
 
 from hub_testing import REPO_ID, FakeHub, download_and_compare, run_cli, run_python
@@ -19,6 +20,9 @@ PUSHED = {".gitattributes", "model.safetensors", "config.json", "generation_conf
           "tokenizer_config.json", "recipe.yaml", "metrics.json", "README.md"}
 
 def test_round_trip_through_the_hub_api(run_dir: Path, hub: FakeHub, hub_env: dict, tmp_path: Path) -> None:
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    recipe["data"]["files"]["train"] = "/home/someone/secret-folder/train.jsonl"
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     # --repo-id falls back to the recipe's push.repo_id
     proc = run_cli(["push", str(run_dir)], hub_env, tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -31,7 +35,10 @@ def test_round_trip_through_the_hub_api(run_dir: Path, hub: FakeHub, hub_env: di
     files = hub.files(REPO_ID)
     assert set(files) == PUSHED
     assert files["model.safetensors"] == (run_dir / "model" / "model.safetensors").read_bytes()
-    assert files["recipe.yaml"] == (run_dir / "recipe.yaml").read_bytes()
+    pushed_recipe = yaml.safe_load(files["recipe.yaml"])
+    assert pushed_recipe["task"] == yaml.safe_load((run_dir / "recipe.yaml").read_text())["task"]
+    assert "secret-folder" not in files["recipe.yaml"].decode(), "no local paths leak to the Hub"
+    assert pushed_recipe["data"]["files"]["train"] == "train.jsonl"
     assert hub.repo_state(REPO_ID)["private"] is False  # visibility not forced: the Hub's default
     card = files["README.md"].decode()
     meta = ModelCard(card).data

@@ -61,7 +61,7 @@ def test_token_appears_in_no_file_and_no_output(run_dir: Path, hub: FakeHub, hub
 
 def test_a_token_inside_the_run_is_never_pushed(run_dir: Path, hub: FakeHub, hub_env: dict, tmp_path: Path) -> None:
     recipe = run_dir / "recipe.yaml"
-    recipe.write_text(recipe.read_text() + f"# hub_token: {TOKEN}\n")
+    recipe.write_text(recipe.read_text() + f"description: 'pasted by mistake: {TOKEN}'\n")
     proc = run_cli(["push", str(run_dir)], hub_env, tmp_path)
     assert proc.returncode == 4
     flat = " ".join(proc.stderr.split())
