@@ -275,7 +275,8 @@ class MultiHeadAttention(nn.Module):
             return cache.cross_attention_cache if is_cross_attention else cache.self_attention_cache
         if is_cross_attention:
             raise ValueError(
-                f"cross-attention needs an EncoderDecoderCache to keep the encoder keys apart, got {type(cache).__name__}"
+                "cross-attention needs an EncoderDecoderCache to keep the encoder keys apart, got "
+                f"{type(cache).__name__}"
             )
         return cache
 

@@ -1,0 +1,556 @@
+"""hfpipe's Transformer (Vaswani et al., 2017, "Attention Is All You Need") as a Hugging Face model.
+
+Shipped as remote code next to saved models: imports only torch, transformers and its sibling files.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPastAndCrossAttentions,
+    Seq2SeqLMOutput,
+    Seq2SeqModelOutput,
+)
+
+from .attention import LearnedPositionalEmbedding, MultiHeadAttention, SinusoidalPositionalEncoding, sinusoidal_table
+from .configuration_hfpipe_transformer import HfpipeTransformerConfig
+
+
+def shift_tokens_right(labels: torch.Tensor, *, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Decoder inputs for teacher forcing: (batch, time) labels -> (batch, time) `[start, y_1, ..., y_{n-1}]`,
+    with the loss-ignored label -100 replaced by the pad token."""
+    shifted = labels.new_empty(labels.shape)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+def seq2seq_loss(
+    logits: torch.Tensor, labels: torch.Tensor, *, num_items_in_batch: int | torch.Tensor | None = None
+) -> torch.Tensor:
+    """Token cross-entropy of (batch, time, vocab) logits against (batch, time) labels; -100 is ignored.
+
+    The mean over the batch's labelled tokens, or, when the trainer passes `num_items_in_batch` (the labelled tokens
+    of all gradient-accumulation micro-batches), the sum divided by it.
+    """
+    flat_logits = logits.reshape(-1, logits.size(-1)).float()
+    flat_labels = labels.reshape(-1).to(logits.device)
+    if num_items_in_batch is None:
+        return F.cross_entropy(flat_logits, flat_labels, ignore_index=-100)
+    total = F.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction="sum")
+    if isinstance(num_items_in_batch, torch.Tensor):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
+def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(batch, key_length) 1/0 or bool mask -> (batch, 1, 1, key_length) bool, True = may attend; None stays None."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention masks must be (batch, time), got shape {tuple(attention_mask.shape)}")
+    return attention_mask.bool()[:, None, None, :]
+
+
+class PositionwiseFeedForward(nn.Module):
+    """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2  (section 3.3), applied to each position alike.
+
+    Args:
+        d_model: input and output width.
+        ffn_dim: d_ff, the inner width.
+    """
+
+    def __init__(self, *, d_model: int, ffn_dim: int) -> None:
+        super().__init__()
+        self.W_1 = nn.Linear(d_model, ffn_dim)
+        self.W_2 = nn.Linear(ffn_dim, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, time, d_model) -> (batch, time, d_model)"""
+        return self.W_2(torch.relu(self.W_1(x)))  # (batch, time, d_model)
+
+
+class _ResidualNorm(nn.Module):
+    """The residual connection around a sub-layer, with layer normalization after (the paper) or before (pre-norm)
+    it, and dropout on the sub-layer output:
+    LayerNorm(x + Dropout(Sublayer(x))) or x + Dropout(Sublayer(LayerNorm(x)))."""
+
+    def __init__(self, *, d_model: int, dropout: float, norm_first: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.norm_first = norm_first
+
+    def sublayer_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) if self.norm_first else x
+
+    def add(self, x: torch.Tensor, sublayer_output: torch.Tensor) -> torch.Tensor:
+        y = x + self.dropout(sublayer_output)
+        return y if self.norm_first else self.norm(y)
+
+
+class HfpipeTransformerEncoderLayer(nn.Module):
+    """Self-attention, then the feed-forward network, each wrapped in a residual connection and a LayerNorm."""
+
+    def __init__(
+        self, *, d_model: int, num_heads: int, ffn_dim: int, dropout: float, attention_dropout: float, norm_first: bool
+    ) -> None:
+        super().__init__()
+        self.self_attention = MultiHeadAttention(d_model=d_model, num_heads=num_heads, dropout=attention_dropout)
+        self.self_attention_residual = _ResidualNorm(d_model=d_model, dropout=dropout, norm_first=norm_first)
+        self.feed_forward = PositionwiseFeedForward(d_model=d_model, ffn_dim=ffn_dim)
+        self.feed_forward_residual = _ResidualNorm(d_model=d_model, dropout=dropout, norm_first=norm_first)
+
+    def forward(
+        self, x: torch.Tensor, *, mask: torch.Tensor | None, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (batch, source, d_model), mask (batch, 1, 1, source) -> (batch, source, d_model), weights or None"""
+        h = self.self_attention_residual.sublayer_input(x)
+        attended, weights = self.self_attention(h, mask=mask, need_weights=need_weights)  # (batch, source, d_model)
+        x = self.self_attention_residual.add(x, attended)
+        x = self.feed_forward_residual.add(x, self.feed_forward(self.feed_forward_residual.sublayer_input(x)))
+        return x, weights  # (batch, source, d_model), (batch, heads, source, source)
+
+
+class HfpipeTransformerDecoderLayer(nn.Module):
+    """Masked self-attention, encoder-decoder attention, then the feed-forward network (section 3.1)."""
+
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        num_heads: int,
+        ffn_dim: int,
+        dropout: float,
+        attention_dropout: float,
+        norm_first: bool,
+        layer_idx: int,
+    ) -> None:
+        super().__init__()
+        self.self_attention = MultiHeadAttention(
+            d_model=d_model, num_heads=num_heads, dropout=attention_dropout, layer_idx=layer_idx
+        )
+        self.self_attention_residual = _ResidualNorm(d_model=d_model, dropout=dropout, norm_first=norm_first)
+        self.cross_attention = MultiHeadAttention(
+            d_model=d_model, num_heads=num_heads, dropout=attention_dropout, layer_idx=layer_idx
+        )
+        self.cross_attention_residual = _ResidualNorm(d_model=d_model, dropout=dropout, norm_first=norm_first)
+        self.feed_forward = PositionwiseFeedForward(d_model=d_model, ffn_dim=ffn_dim)
+        self.feed_forward_residual = _ResidualNorm(d_model=d_model, dropout=dropout, norm_first=norm_first)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        encoder_output: torch.Tensor,
+        *,
+        self_mask: torch.Tensor | None,
+        cross_mask: torch.Tensor | None,
+        cache: Cache | None,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """
+        Args:
+            x: (batch, target, d_model), the new target positions.
+            encoder_output: (batch, source, d_model).
+            self_mask: (batch, 1, 1, cached + target) bool target padding mask, or None; causality is added here.
+            cross_mask: (batch, 1, 1, source) bool source padding mask, or None.
+            cache: the generation cache, updated in place.
+
+        Returns:
+            (batch, target, d_model), self-attention weights (batch, heads, target, cached + target) and
+            cross-attention weights (batch, heads, target, source), or None for both.
+        """
+        h = self.self_attention_residual.sublayer_input(x)
+        attended, self_weights = self.self_attention(
+            h, mask=self_mask, is_causal=True, cache=cache, need_weights=need_weights
+        )  # (batch, target, d_model)
+        x = self.self_attention_residual.add(x, attended)
+        h = self.cross_attention_residual.sublayer_input(x)
+        attended, cross_weights = self.cross_attention(
+            h, encoder_output, mask=cross_mask, cache=cache, need_weights=need_weights
+        )  # (batch, target, d_model)
+        x = self.cross_attention_residual.add(x, attended)
+        x = self.feed_forward_residual.add(x, self.feed_forward(self.feed_forward_residual.sublayer_input(x)))
+        return x, self_weights, cross_weights
+
+
+def _positions(config: HfpipeTransformerConfig) -> nn.Module:
+    if config.positional_encoding == "sinusoidal":
+        return SinusoidalPositionalEncoding(d_model=config.d_model, max_positions=config.max_position_embeddings)
+    return LearnedPositionalEmbedding(d_model=config.d_model, max_positions=config.max_position_embeddings)
+
+
+class HfpipeTransformerEncoder(nn.Module):
+    """Token embeddings (shared with the decoder) × √d_model + positions, dropout, N encoder layers.
+
+    It owns the shared embedding so that `generate()`, which calls the encoder alone with `input_ids`, can use it.
+    """
+
+    main_input_name = "input_ids"  # read by generate()
+
+    def __init__(self, config: HfpipeTransformerConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_token_id)
+        self.embed_scale = math.sqrt(config.d_model) if config.scale_embedding else 1.0
+        self.positions = _positions(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(
+            HfpipeTransformerEncoderLayer(
+                d_model=config.d_model,
+                num_heads=config.num_heads,
+                ffn_dim=config.ffn_dim,
+                dropout=config.dropout,
+                attention_dropout=config.attention_dropout,
+                norm_first=config.norm_first,
+            )
+            for _ in range(config.encoder_layers)
+        )
+        self.final_norm = nn.LayerNorm(config.d_model) if config.norm_first else None
+
+    def embed(self, input_ids: torch.Tensor, *, offset: int = 0) -> torch.Tensor:
+        """(batch, time) token ids -> (batch, time, d_model): scaled embeddings + positions offset.., with dropout."""
+        tokens = self.embed_tokens(input_ids) * self.embed_scale  # (batch, time, d_model)
+        positions = self.positions(input_ids.size(1), offset=offset)  # (time, d_model)
+        return self.dropout(tokens + positions.to(tokens.dtype))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ) -> BaseModelOutput | tuple:
+        """
+        Args:
+            input_ids: (batch, source) token ids.
+            attention_mask: (batch, source), 1 for tokens and 0 for padding.
+
+        Returns:
+            `BaseModelOutput`: last_hidden_state (batch, source, d_model); hidden_states (embeddings, then each
+            layer's output) and attentions (per layer, (batch, heads, source, source)) when asked for.
+        """
+        mask = padding_mask(attention_mask)  # (batch, 1, 1, source)
+        x = self.embed(input_ids)  # (batch, source, d_model)
+        hidden_states = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for layer in self.layers:
+            x, weights = layer(x, mask=mask, need_weights=bool(output_attentions))
+            if output_hidden_states:
+                hidden_states.append(x)
+            if output_attentions:
+                attentions.append(weights)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+            if output_hidden_states:
+                hidden_states[-1] = x
+        output = BaseModelOutput(
+            last_hidden_state=x,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class HfpipeTransformerDecoder(nn.Module):
+    """Positions added to the (already embedded) target, dropout, N decoder layers."""
+
+    def __init__(self, config: HfpipeTransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(
+            HfpipeTransformerDecoderLayer(
+                d_model=config.d_model,
+                num_heads=config.num_heads,
+                ffn_dim=config.ffn_dim,
+                dropout=config.dropout,
+                attention_dropout=config.attention_dropout,
+                norm_first=config.norm_first,
+                layer_idx=i,
+            )
+            for i in range(config.decoder_layers)
+        )
+        self.final_norm = nn.LayerNorm(config.d_model) if config.norm_first else None
+
+    def forward(
+        self,
+        embedded: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> BaseModelOutputWithPastAndCrossAttentions:
+        """
+        Args:
+            embedded: (batch, target, d_model), the new target tokens embedded with their positions.
+            encoder_hidden_states: (batch, source, d_model).
+            attention_mask: (batch, cached + target) target padding mask, or None.
+            encoder_attention_mask: (batch, source) source padding mask, or None.
+            cache: the generation cache (updated in place), or None.
+        """
+        self_mask = padding_mask(attention_mask)  # (batch, 1, 1, cached + target)
+        cross_mask = padding_mask(encoder_attention_mask)  # (batch, 1, 1, source)
+        x = embedded
+        hidden_states = [x] if output_hidden_states else None
+        self_attentions = [] if output_attentions else None
+        cross_attentions = [] if output_attentions else None
+        for layer in self.layers:
+            x, self_weights, cross_weights = layer(
+                x,
+                encoder_hidden_states,
+                self_mask=self_mask,
+                cross_mask=cross_mask,
+                cache=cache,
+                need_weights=bool(output_attentions),
+            )
+            if output_hidden_states:
+                hidden_states.append(x)
+            if output_attentions:
+                self_attentions.append(self_weights)
+                cross_attentions.append(cross_weights)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+            if output_hidden_states:
+                hidden_states[-1] = x
+        return BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=x,
+            cache=cache,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(self_attentions) if output_attentions else None,
+            cross_attentions=tuple(cross_attentions) if output_attentions else None,
+        )
+
+
+class HfpipeTransformerPreTrainedModel(PreTrainedModel):
+    config: HfpipeTransformerConfig
+    config_class = HfpipeTransformerConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    _no_split_modules = ["HfpipeTransformerEncoderLayer", "HfpipeTransformerDecoderLayer"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Linear weights ~ N(0, init_std); token embeddings ~ N(0, d_model^-0.5) (unit variance after the √d_model
+        scale) with a zero padding row; LayerNorm = identity; the sinusoidal table is rebuilt from its formula."""
+        std = self.config.init_std
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=self.config.d_model**-0.5)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, LearnedPositionalEmbedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, SinusoidalPositionalEncoding):
+            init.copy_(module.table, sinusoidal_table(max_positions=module.max_positions, d_model=module.d_model))
+
+
+class HfpipeTransformerModel(HfpipeTransformerPreTrainedModel):
+    """The encoder-decoder without the output projection; returns the decoder's last hidden states."""
+
+    def __init__(self, config: HfpipeTransformerConfig) -> None:
+        super().__init__(config)
+        self.encoder = HfpipeTransformerEncoder(config)
+        self.decoder = HfpipeTransformerDecoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.encoder.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.encoder.embed_tokens = value
+
+    def get_encoder(self) -> HfpipeTransformerEncoder:
+        return self.encoder
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> Seq2SeqModelOutput | tuple:
+        """
+        Args:
+            input_ids: (batch, source) source token ids (not needed when `encoder_outputs` is given).
+            attention_mask: (batch, source), 1 for tokens and 0 for padding.
+            decoder_input_ids: (batch, target) decoder inputs; with a cache, only the new tokens.
+            decoder_attention_mask: (batch, cached + target) target padding mask (optional: the causal mask already
+                keeps right padding from reaching real tokens).
+            encoder_outputs: the encoder's output, reused across generation steps.
+            cache: an `EncoderDecoderCache`, updated in place; one is created when `use_cache` and none is given.
+        """
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if decoder_input_ids is None:
+            raise ValueError("decoder_input_ids are required (or pass labels to the ...ForConditionalGeneration model)")
+
+        if encoder_outputs is None:
+            if input_ids is None:
+                raise ValueError("pass input_ids or encoder_outputs")
+            encoder_outputs = self.encoder(
+                input_ids,
+                attention_mask,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+            )
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = BaseModelOutput(
+                last_hidden_state=encoder_outputs[0],
+                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
+                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
+            )
+
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        if not use_cache:
+            cache = None
+        past_length = cache.get_seq_length() if cache is not None else 0
+        embedded = self.encoder.embed(decoder_input_ids, offset=past_length)  # (batch, target, d_model)
+        decoder_outputs = self.decoder(
+            embedded,
+            encoder_outputs.last_hidden_state,
+            attention_mask=decoder_attention_mask,
+            encoder_attention_mask=attention_mask,
+            cache=cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        output = Seq2SeqModelOutput(
+            last_hidden_state=decoder_outputs.last_hidden_state,
+            cache=cache,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class HfpipeTransformerForConditionalGeneration(HfpipeTransformerPreTrainedModel, GenerationMixin):
+    """The Transformer with its pre-softmax projection: logits over the vocabulary, a loss for `labels`, and
+    `generate()` (greedy, beam search, sampling) with a key/value cache."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.encoder.embed_tokens.weight"}
+    # The Trainer passes `num_items_in_batch` (for a loss that is right under gradient accumulation).
+    accepts_loss_kwargs = True
+
+    def __init__(self, config: HfpipeTransformerConfig) -> None:
+        super().__init__(config)
+        self.model = HfpipeTransformerModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.encoder.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.encoder.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def get_encoder(self) -> HfpipeTransformerEncoder:
+        return self.model.encoder
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return shift_tokens_right(
+            labels, pad_token_id=self.config.pad_token_id, decoder_start_token_id=self.config.decoder_start_token_id
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        encoder_outputs: BaseModelOutput | tuple | None = None,
+        cache: Cache | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+    ) -> Seq2SeqLMOutput | tuple:
+        """
+        Args:
+            input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoder_outputs, cache: see
+                `HfpipeTransformerModel.forward`.
+            labels: (batch, target) target ids, -100 where no loss is wanted; without decoder_input_ids, the decoder
+                input is labels shifted right behind `decoder_start_token_id`.
+            num_items_in_batch: labelled tokens across gradient-accumulation steps (passed by the Trainer); the loss
+                is then a sum divided by it.
+
+        Returns:
+            `Seq2SeqLMOutput`: logits (batch, target, vocab), loss, cache, and with `output_attentions` the encoder
+            self-attention, decoder masked self-attention and cross-attention weights per layer.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if labels is not None:
+            use_cache = False
+            if decoder_input_ids is None:
+                decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            cache=cache,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)  # (batch, target, vocab)
+        loss = None if labels is None else seq2seq_loss(logits, labels, num_items_in_batch=num_items_in_batch)
+        output = Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            decoder_attentions=outputs.decoder_attentions,
+            cross_attentions=outputs.cross_attentions,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "HfpipeTransformerForConditionalGeneration",
+    "HfpipeTransformerModel",
+    "HfpipeTransformerPreTrainedModel",
+]

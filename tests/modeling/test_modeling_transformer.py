@@ -1,0 +1,178 @@
+"""The in-house Transformer as a Hugging Face model: config, save/load, generation with and without the cache,
+attention outputs, loss, and a reversal task it must learn."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+from hfpipe.modeling import build_config, config_fields
+from hfpipe.modeling.attention import sinusoidal_table
+from hfpipe.modeling.configuration_hfpipe_transformer import HfpipeTransformerConfig
+from hfpipe.modeling.modeling_hfpipe_transformer import HfpipeTransformerForConditionalGeneration
+
+PAD, BOS, EOS, VOCAB = 0, 1, 2, 13  # as in conftest.py
+
+GENERATION_MODES = {
+    "greedy": dict(),
+    "beam": dict(num_beams=3),
+    "sampling": dict(do_sample=True, top_k=0),
+}
+
+
+def test_defaults_are_the_paper_base_model():
+    config = HfpipeTransformerConfig()
+    assert (config.d_model, config.encoder_layers, config.decoder_layers, config.num_heads, config.ffn_dim) == (
+        512, 6, 6, 8, 2048,
+    )
+    assert config.dropout == 0.1
+    assert config.positional_encoding == "sinusoidal"
+    assert config.norm_first is False
+    assert config.scale_embedding is True and config.tie_word_embeddings is True
+    assert config.is_encoder_decoder is True
+    assert config.model_type == "hfpipe_transformer"
+
+
+def test_build_config_rejects_unknown_keys_and_names_the_valid_ones():
+    with pytest.raises(ValueError, match=r"'dmodel' \(did you mean 'd_model'\?\).*valid keys: vocab_size, d_model"):
+        build_config("hfpipe-transformer", dmodel=64)
+    with pytest.raises(ValueError, match="unknown architecture 'gpt'"):
+        build_config("gpt")
+    with pytest.raises(ValueError, match=r"d_model \(30\) must be divisible by num_heads \(4\)"):
+        build_config("hfpipe-transformer", d_model=30, num_heads=4)
+    with pytest.raises(ValueError, match="positional_encoding must be one of"):
+        build_config("hfpipe-transformer", positional_encoding="rotary")
+    assert "is_encoder_decoder" not in config_fields("hfpipe-transformer")
+    assert "norm_first" in config_fields("hfpipe-transformer")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(),
+        dict(positional_encoding="learned", norm_first=True, tie_word_embeddings=False, scale_embedding=False),
+    ],
+    ids=["paper", "learned-prenorm-untied"],
+)
+def test_save_load_gives_identical_logits_and_the_formula_positions(
+    tmp_path, registered, transformer_config, randomized, sources, overrides
+):
+    torch.manual_seed(0)
+    model = randomized(AutoModelForSeq2SeqLM.from_config(transformer_config(**overrides)))
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "hfpipe_transformer"
+    assert saved["auto_map"]["AutoModelForSeq2SeqLM"] == (
+        "modeling_hfpipe_transformer.HfpipeTransformerForConditionalGeneration"
+    )
+    for name in ("attention.py", "configuration_hfpipe_transformer.py", "modeling_hfpipe_transformer.py"):
+        assert (tmp_path / name).is_file()
+
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    assert type(loaded) is HfpipeTransformerForConditionalGeneration
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), HfpipeTransformerConfig)
+    input_ids, attention_mask = sources
+    decoder_input_ids = torch.randint(3, VOCAB, (3, 4))
+    with torch.no_grad():
+        expected = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+        actual = loaded(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+    assert torch.equal(actual.logits, expected.logits)
+    tied = loaded.lm_head.weight is loaded.model.encoder.embed_tokens.weight
+    assert tied is loaded.config.tie_word_embeddings
+    if loaded.config.positional_encoding == "sinusoidal":
+        formula = sinusoidal_table(max_positions=32, d_model=32)
+        assert torch.equal(loaded.model.encoder.positions.table, formula)
+
+
+@pytest.fixture(scope="module")
+def trained(transformer_config, reversal):
+    """A tiny Transformer trained on the reversal task (its greedy outputs vary from token to token, which an
+    untrained model's do not: with tied embeddings it repeats its input token), and its accuracies."""
+    torch.manual_seed(0)
+    model = HfpipeTransformerForConditionalGeneration(transformer_config(max_position_embeddings=16))
+    accuracies = reversal(model, steps=450, lr=2e-3)
+    return model.eval(), accuracies
+
+
+def test_learns_the_reversal_task(trained):
+    sequence_accuracy, token_accuracy = trained[1]
+    assert sequence_accuracy >= 0.9 and token_accuracy >= 0.97, (sequence_accuracy, token_accuracy)
+
+
+@pytest.mark.parametrize("mode", GENERATION_MODES)
+def test_cached_and_uncached_generation_give_the_same_tokens(trained, sources, mode):
+    model = trained[0]
+    input_ids, attention_mask = sources
+    kwargs = dict(attention_mask=attention_mask, max_new_tokens=10, min_new_tokens=10, **GENERATION_MODES[mode])
+    torch.manual_seed(1)
+    cached = model.generate(input_ids, use_cache=True, **kwargs)
+    torch.manual_seed(1)
+    uncached = model.generate(input_ids, use_cache=False, **kwargs)
+    assert torch.equal(cached, uncached)
+    assert len(set(cached[0].tolist())) > 3  # the output varies, so a broken cache would show
+
+
+def test_a_padded_row_generates_what_it_generates_alone(trained, sources):
+    model = trained[0]
+    input_ids, attention_mask = sources
+    batch = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=8, min_new_tokens=8)
+    alone = model.generate(input_ids[2:, :3], max_new_tokens=8, min_new_tokens=8)
+    assert torch.equal(batch[2:], alone)
+    torch.testing.assert_close(
+        model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=batch).logits[2:],
+        model(input_ids=input_ids[2:, :3], decoder_input_ids=alone).logits,
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+def test_output_attentions_returns_encoder_masked_self_and_cross_weights(trained, sources):
+    model = trained[0]
+    input_ids, attention_mask = sources
+    decoder_input_ids = torch.randint(3, VOCAB, (3, 4))
+    with torch.no_grad():
+        out = model(
+            input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+            output_attentions=True,
+        )
+        plain = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+    torch.testing.assert_close(out.logits, plain.logits, atol=1e-5, rtol=0)  # weights path == fast path
+    assert len(out.encoder_attentions) == len(out.decoder_attentions) == len(out.cross_attentions) == 2
+    assert out.encoder_attentions[0].shape == (3, 4, 7, 7)
+    assert out.decoder_attentions[0].shape == (3, 4, 4, 4)
+    assert out.cross_attentions[0].shape == (3, 4, 4, 7)
+    upper = torch.triu(torch.ones(4, 4, dtype=torch.bool), diagonal=1)
+    assert torch.all(out.decoder_attentions[1][..., upper] == 0)  # no look-ahead
+    assert torch.all(out.cross_attentions[1][2, :, :, 3:] == 0)  # no attention to source padding
+    assert torch.all(out.encoder_attentions[0][1, :, :, 5:] == 0)
+    for weights in out.encoder_attentions + out.decoder_attentions + out.cross_attentions:
+        torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]))
+
+    generated = model.generate(
+        input_ids, attention_mask=attention_mask, max_new_tokens=3, output_attentions=True,
+        return_dict_in_generate=True,
+    )
+    assert len(generated.cross_attentions) == 3  # one per step, each a tuple over layers
+    assert generated.cross_attentions[1][0].shape == (3, 4, 1, 7)
+
+
+def test_labels_give_the_shifted_cross_entropy(transformer_config, randomized, sources):
+    torch.manual_seed(0)
+    model = randomized(HfpipeTransformerForConditionalGeneration(transformer_config()))
+    input_ids, attention_mask = sources
+    labels = torch.tensor([[5, 6, 7, EOS], [8, 9, EOS, -100], [4, EOS, -100, -100]])
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        decoder_input_ids = torch.tensor([[BOS, 5, 6, 7], [BOS, 8, 9, EOS], [BOS, 4, EOS, PAD]])
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+        summed = model(
+            input_ids=input_ids, attention_mask=attention_mask, labels=labels, num_items_in_batch=torch.tensor(18)
+        ).loss
+    expected = F.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(summed, expected * 9 / 18)  # 9 labelled tokens, normalised by 18
+    assert out.cache is None
