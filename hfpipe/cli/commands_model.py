@@ -25,7 +25,8 @@ def evaluate(target: TargetArg,
     import json
 
     from hfpipe.cli.commands_run import print_summary
-    from hfpipe.pipeline.runner import RichReporter, evaluate_target
+    from hfpipe.pipeline.inference import evaluate_target
+    from hfpipe.pipeline.reporting import RichReporter
 
     console = make_console(stderr=as_json)
     summary = evaluate_target(target, split=split, recipe_path=recipe, overrides=set_ or [],
@@ -43,7 +44,7 @@ def predict(target: TargetArg,
             max_new_tokens: Annotated[int | None, typer.Option(help="Override the model's saved setting.")] = None,
             batch_size: int = 32) -> None:
     """Translate or summarize lines: one output line per input line, in order."""
-    from hfpipe.pipeline.runner import predict_lines
+    from hfpipe.pipeline.inference import predict_lines
 
     lines = (input.read_text(encoding="utf-8") if input else sys.stdin.read()).splitlines()
     for line in predict_lines(target, lines, num_beams=num_beams, max_new_tokens=max_new_tokens,
@@ -59,7 +60,7 @@ def attention(target: TargetArg,
     """Write PNG heat maps of the attention between source and generated tokens (cross-attention per layer and
     head for Transformers, the additive/dot alignment for RNNs)."""
     from hfpipe.pipeline.attention_maps import plot_attention_maps
-    from hfpipe.pipeline.runner import load_model_and_tokenizer
+    from hfpipe.pipeline.inference import load_model_and_tokenizer
 
     console = make_console()
     model, tokenizer, prefix = load_model_and_tokenizer(target)

@@ -21,7 +21,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON
 
 def _execute(recipe: Path, set_: list[str] | None, run_dir: Path | None, resume: bool, as_json: bool,
              until: str) -> None:
-    from hfpipe.pipeline.runner import RichReporter, run_pipeline
+    from hfpipe.pipeline.reporting import RichReporter
+    from hfpipe.pipeline.runner import run_pipeline
     from hfpipe.recipe.loading import load_recipe
 
     console = make_console(stderr=as_json)

@@ -111,7 +111,11 @@ def generate_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s
 
 def score(task: str, sources: list[str], predictions: list[str], references: list[str],
           bucket_edges: list[int]) -> dict[str, Any]:
-    from hfpipe.tasks.metrics import compute_summarization_metrics, compute_translation_metrics, metrics_by_length
+    from hfpipe.tasks.metrics import (
+        compute_summarization_metrics,
+        compute_translation_metrics,
+        metrics_by_length,
+    )
 
     compute = compute_translation_metrics if task == "translation" else compute_summarization_metrics
     metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in compute(predictions, references).items()}

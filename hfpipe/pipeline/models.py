@@ -6,7 +6,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hfpipe.errors import ModelError
-from hfpipe.pipeline.locations import hub_downloads_allowed, load_error, resolve_location
+from hfpipe.pipeline.locations import (
+    hub_downloads_allowed,
+    load_error,
+    resolve_location,
+)
 from hfpipe.recipe.schema import Recipe
 
 if TYPE_CHECKING:

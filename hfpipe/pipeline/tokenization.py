@@ -21,7 +21,11 @@ from typing import TYPE_CHECKING, Any
 from hfpipe import __version__
 from hfpipe.errors import ModelError
 from hfpipe.pipeline.data_files import Example
-from hfpipe.pipeline.locations import hub_downloads_allowed, load_error, resolve_location
+from hfpipe.pipeline.locations import (
+    hub_downloads_allowed,
+    load_error,
+    resolve_location,
+)
 from hfpipe.recipe.schema import Recipe, TokenizerTrainConfig
 
 if TYPE_CHECKING:
@@ -81,7 +85,15 @@ def _training_texts(examples: list[Example], limit: int | None) -> Iterable[str]
 def train_tokenizer(config: TokenizerTrainConfig, examples: list[Example], out_dir: Path) -> None:
     """Train a Unigram or BPE tokenizer (SentencePiece-style, whitespace kept as ▁) and save it as a fast
     tokenizer that `AutoTokenizer.from_pretrained` loads without hfpipe."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     specials = [PAD, BOS, EOS, UNK]

@@ -1,0 +1,142 @@
+"""Using a trained model: load it from a run directory, a folder or the Hub; predict lines; evaluate a split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hfpipe.errors import RunDirError
+from hfpipe.pipeline.data import read_splits
+from hfpipe.pipeline.reporting import Reporter
+from hfpipe.pipeline.rundir import RunDir
+from hfpipe.pipeline.runner import (
+    RunSummary,
+    check_gate,
+    make_accelerator,
+    quiet_libraries,
+    write_metrics,
+)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def load_model_and_tokenizer(target: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    """(model, tokenizer, source prefix) from a run directory, a model folder or a Hub id."""
+    from transformers import AutoTokenizer
+
+    from hfpipe.errors import ModelError
+    from hfpipe.pipeline.locations import (
+        hub_downloads_allowed,
+        load_error,
+        resolve_location,
+    )
+
+    path = Path(target)
+    prefix = ""
+    recipe = None
+    if (path / "recipe.yaml").exists():
+        from hfpipe.recipe.loading import load_recipe
+
+        recipe = load_recipe(path / "recipe.yaml").recipe
+        prefix = recipe.data.source_prefix
+        path = path / "model"
+        if not (path / "config.json").exists():
+            raise RunDirError(f"the run {target} has no trained model yet (no model/config.json)",
+                              hint="finish training with `hfpipe run RECIPE --run-dir DIR --resume`")
+        source = str(path)
+    else:
+        source = resolve_location(target)
+    if not Path(source).exists() and not hub_downloads_allowed():
+        try:
+            from huggingface_hub import snapshot_download
+
+            source = snapshot_download(source, local_files_only=True)
+        except Exception as err:
+            raise load_error("model", target, err) from None
+    try:
+        from hfpipe.modeling import register_auto_classes
+
+        register_auto_classes()
+        from transformers import AutoModelForSeq2SeqLM
+
+        model = AutoModelForSeq2SeqLM.from_pretrained(source, local_files_only=not hub_downloads_allowed())
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not hub_downloads_allowed())
+    except ModelError:
+        raise
+    except Exception as err:
+        raise load_error("model", target, err) from None
+    return model, tokenizer, prefix
+
+
+def predict_lines(target: str, lines: list[str], *, num_beams: int | None = None, max_new_tokens: int | None = None,
+                  batch_size: int = 32) -> list[str]:
+    """One prediction per input line (empty lines stay empty), in order."""
+    from accelerate import Accelerator
+
+    from hfpipe.pipeline.evaluation import GenerationSettings, generate_texts
+
+    model, tokenizer, prefix = load_model_and_tokenizer(target)
+    gc = model.generation_config
+    settings = GenerationSettings(
+        max_new_tokens=max_new_tokens or gc.max_new_tokens or 128, num_beams=num_beams or gc.num_beams or 1,
+        length_penalty=gc.length_penalty if gc.length_penalty is not None else 1.0,
+        no_repeat_ngram_size=gc.no_repeat_ngram_size or 0, repetition_penalty=gc.repetition_penalty or 1.0,
+        batch_size=batch_size)
+    quiet_libraries()
+    accelerator = Accelerator()
+    model = model.to(accelerator.device)
+    todo = [i for i, line in enumerate(lines) if line.strip()]
+    outputs = [""] * len(lines)
+    if todo:
+        limit = getattr(tokenizer, "model_max_length", 512)
+        texts = generate_texts(model, tokenizer, [prefix + lines[i].strip() for i in todo], settings,
+                               accelerator=accelerator, max_source_length=min(limit, 1024))
+        for i, t in zip(todo, texts):
+            outputs[i] = " ".join(t.split())  # one line per input, whatever the model emits
+    return outputs
+
+
+def evaluate_target(target: str, *, split: str, recipe_path: Path | None, overrides: list[str],
+                    reporter: Reporter) -> RunSummary:
+    """Evaluate a run's model (or any model folder with --recipe) on one split."""
+    from hfpipe.pipeline.evaluation import (
+        GenerationSettings,
+        default_max_new_tokens,
+        evaluate_split,
+    )
+    from hfpipe.recipe.loading import load_recipe
+
+    path = Path(target)
+    is_run = (path / "recipe.yaml").exists()
+    if recipe_path is None and not is_run:
+        raise RunDirError(f"{target} is not a run directory, so hfpipe does not know the data to evaluate on",
+                          hint="pass --recipe RECIPE.yaml (its data and evaluate sections are used)")
+    loaded = load_recipe(recipe_path or path / "recipe.yaml", overrides)
+    recipe = loaded.recipe
+    splits, _ = read_splits(recipe)
+    if split not in splits:
+        raise RunDirError(f"the recipe's data has no {split} split (it has {', '.join(splits)})")
+    examples = splits[split]
+    if recipe.evaluate.max_samples:
+        examples = examples[:recipe.evaluate.max_samples]
+    model, tokenizer, _ = load_model_and_tokenizer(target)
+    accelerator = make_accelerator(recipe)
+    model = accelerator.prepare(model)
+    label_lengths = [len(x) for x in tokenizer(text_target=[e.target for e in splits["train"][:5000]])["input_ids"]]
+    saved = model.generation_config.max_new_tokens if is_run else None
+    settings = GenerationSettings.from_recipe(recipe.evaluate, saved or default_max_new_tokens(label_lengths))
+    reporter.stage("evaluate", f"{split} ({len(examples):,} rows, beams {settings.num_beams}, max_new_tokens "
+                               f"{settings.max_new_tokens})")
+    update = reporter.progress(f"generating {split}", len(examples))
+    out_dir = path if is_run else None
+    res = evaluate_split(model, tokenizer, recipe, split, examples, settings, accelerator=accelerator,
+                         out_dir=out_dir if accelerator.is_main_process else None, on_batch=lambda n: update(n, {}))
+    reporter.done()
+    res.metrics["seconds"] = res.seconds
+    summary = RunSummary(run_dir=path, metrics={split: res.metrics}, stage_seconds={"evaluate": res.seconds},
+                         model_dir=path / "model" if is_run else path, task=recipe.task)
+    if is_run and accelerator.is_main_process:
+        write_metrics(RunDir(path), recipe, summary, settings)
+    check_gate(recipe, summary.metrics)
+    return summary
