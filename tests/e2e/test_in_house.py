@@ -1,0 +1,71 @@
+"""The in-house models through the whole pipeline: trained by `hfpipe run`, saved with their code, reloaded with
+trust_remote_code in a process without hfpipe, and drawn by `hfpipe attention`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.e2e.conftest import tiny_recipe, write_recipe
+
+pytestmark = pytest.mark.slow
+
+ARCHITECTURES = {
+    "hfpipe-transformer": {"d_model": 32, "encoder_layers": 1, "decoder_layers": 2, "num_heads": 2, "ffn_dim": 64,
+                           "norm_first": True},
+    "hfpipe-rnn": {"cell": "gru", "embedding_dim": 32, "hidden_size": 32, "attention": "additive"},
+}
+
+
+@pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
+def test_in_house_model_trains_saves_reloads_and_draws(architecture, run_cli, tmp_path):
+    recipe = tiny_recipe("translation", evaluate={"max_samples": 6})
+    recipe["model"] = {"architecture": architecture, "config": ARCHITECTURES[architecture]}
+    path = write_recipe(tmp_path, recipe)
+    run_dir = tmp_path / "run"
+    proc = run_cli("run", str(path), "--run-dir", str(run_dir), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model_dir = run_dir / "model"
+    config = json.loads((model_dir / "config.json").read_text())
+    assert "AutoModelForSeq2SeqLM" in config["auto_map"]
+    assert list(model_dir.glob("modeling_hfpipe_*.py")), "the model's code travels with it"
+
+    predictions = [json.loads(line)["prediction"] for line in (run_dir / "predictions-test.jsonl").open()]
+    code = textwrap.dedent(f"""
+        import importlib.util, json
+        assert importlib.util.find_spec("hfpipe") is None
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+        # Remote code: both loaders need trust_remote_code (the tokenizer reads config.json's auto_map too).
+        tok = AutoTokenizer.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
+        model = AutoModelForSeq2SeqLM.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
+        print(type(model).__name__, model.generation_config.max_new_tokens)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    child = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.split()[1] == "24"
+    assert len(predictions) == 6
+
+    out = tmp_path / "maps"
+    proc = run_cli("attention", str(run_dir), "--text", "This package contains the documentation.",
+                   "--out", str(out), "--max-new-tokens", "8")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pngs = sorted(out.glob("*.png"))
+    assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    if architecture == "hfpipe-transformer":
+        assert len(pngs) == 2, "one grid of heads per decoder layer"
+
+
+def test_rnn_without_attention_has_nothing_to_draw(run_cli, tmp_path):
+    recipe = tiny_recipe("translation", train={"max_steps": 2, "eval_every_steps": 2}, evaluate={"max_samples": 2})
+    recipe["model"] = {"architecture": "hfpipe-rnn", "config": {**ARCHITECTURES["hfpipe-rnn"], "attention": "none"}}
+    path = write_recipe(tmp_path, recipe)
+    assert run_cli("run", str(path), "--run-dir", str(tmp_path / "run")).returncode == 0
+    proc = run_cli("attention", str(tmp_path / "run"), "--text", "hello", "--out", str(tmp_path / "maps"))
+    assert proc.returncode == 5 and "Traceback" not in proc.stderr
