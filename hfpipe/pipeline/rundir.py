@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hfpipe import __version__
-from hfpipe.errors import RunDirError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -92,18 +91,6 @@ class RunDir:
 
     def is_done(self, stage: str, fingerprint: str) -> bool:
         return self.stages().get(stage, {}).get("fingerprint") == fingerprint
-
-
-def open_run_dir(path: str | Path) -> RunDir:
-    """An existing run directory (for evaluate/predict/push), or a clear error."""
-    run = RunDir(Path(path))
-    if not run.path.is_dir():
-        raise RunDirError(f"no such run directory: {run.path}")
-    if not run.recipe.exists():
-        raise RunDirError(f"{run.path} is not an hfpipe run directory (no recipe.yaml)",
-                          hint="pass the folder `hfpipe run` created (printed at the end of the run)")
-    return run
-
 
 
 def save_final_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path,

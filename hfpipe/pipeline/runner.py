@@ -250,7 +250,7 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
         summary.train = result.to_dict()
         summary.stage_seconds["train"] = round(time.perf_counter() - t0, 2)
         if accelerator.is_main_process:
-            save_final_model(model, prepared.tokenizer, run.model, _generation_config_fields(generation))
+            save_final_model(model, prepared.tokenizer, run.model, generation.generate_kwargs())
             from hfpipe.pipeline.plots import plot_curves
 
             plot_curves(run.path / "train_log.jsonl", run.path / "curves.png", result.metric_name)
@@ -314,17 +314,6 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
             write_manifest(run, loaded, prepared.report, argv, started, "finished", summary)
     accelerator.wait_for_everyone()
     return summary
-
-
-def _generation_config_fields(settings: Any) -> dict[str, Any]:
-    fields = {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams}
-    if settings.num_beams > 1:
-        fields.update(length_penalty=settings.length_penalty, early_stopping=True)
-    if settings.no_repeat_ngram_size:
-        fields["no_repeat_ngram_size"] = settings.no_repeat_ngram_size
-    if settings.repetition_penalty != 1.0:
-        fields["repetition_penalty"] = settings.repetition_penalty
-    return fields
 
 
 def write_metrics(run: RunDir, recipe: Recipe, summary: RunSummary, generation: Any) -> None:
