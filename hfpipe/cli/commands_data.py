@@ -51,6 +51,10 @@ def tokenize(recipe: RecipeArg, set_: SetOpt = None,
 
     console = make_console()
     loaded = load_recipe(recipe, set_ or [])
+    if out is not None and out.exists() and any(out.iterdir()):
+        from hfpipe.errors import RunDirError
+
+        raise RunDirError(f"--out {out} exists and is not empty", hint="give a new or empty folder")
     splits, _ = read_splits(loaded.recipe)
     with tempfile.TemporaryDirectory() as tmp:
         target = out or Path(tmp) / "tokenizer"

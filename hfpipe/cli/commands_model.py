@@ -46,7 +46,18 @@ def predict(target: TargetArg,
     """Translate or summarize lines: one output line per input line, in order."""
     from hfpipe.pipeline.inference import predict_lines
 
-    lines = (input.read_text(encoding="utf-8") if input else sys.stdin.read()).splitlines()
+    if input is not None:
+        from hfpipe.errors import DataError
+
+        try:
+            text = input.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise DataError(f"input file not found: {input}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError(f"cannot read {input} as UTF-8 text: {err}", where=str(input)) from None
+    else:
+        text = sys.stdin.read()
+    lines = text.splitlines()
     for line in predict_lines(target, lines, num_beams=num_beams, max_new_tokens=max_new_tokens,
                               batch_size=batch_size):
         sys.stdout.write(line + "\n")

@@ -89,9 +89,12 @@ def predict_lines(target: str, lines: list[str], *, num_beams: int | None = None
     todo = [i for i, line in enumerate(lines) if line.strip()]
     outputs = [""] * len(lines)
     if todo:
-        limit = getattr(tokenizer, "model_max_length", 512)
+        from hfpipe.pipeline.models import position_limit
+
+        # Longer inputs are cut to what the model can encode (a trained tokenizer's model_max_length is "none").
+        limits = [n for n in (position_limit(model.config), getattr(tokenizer, "model_max_length", None)) if n]
         texts = generate_texts(model, tokenizer, [prefix + lines[i].strip() for i in todo], settings,
-                               accelerator=accelerator, max_source_length=min(limit, 1024))
+                               accelerator=accelerator, max_source_length=min([*limits, 1024]))
         for i, t in zip(todo, texts):
             outputs[i] = " ".join(t.split())  # one line per input, whatever the model emits
     return outputs

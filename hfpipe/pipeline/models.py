@@ -37,9 +37,6 @@ def position_limit(config: Any) -> int | None:
         return position_limit(config.encoder)
     if getattr(config, "model_type", None) in ("t5", "mt5", "hfpipe_rnn"):
         return None
-    if getattr(config, "model_type", None) == "hfpipe_transformer" and \
-            getattr(config, "positional_encoding", "sinusoidal") == "sinusoidal":
-        return None
     return getattr(config, "max_position_embeddings", None)
 
 
@@ -91,9 +88,17 @@ def _from_config(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreTrain
             config = config_class(**kwargs)
         except (TypeError, ValueError) as err:
             raise ModelError(f"bad model.config for {arch}: {err}", where="model.config") from None
-    if recipe.model.attn_implementation:
-        config._attn_implementation = recipe.model.attn_implementation
-    return AutoModelForSeq2SeqLM.from_config(config)
+    kwargs = {}
+    if recipe.model.attn_implementation and arch not in ("hfpipe-transformer", "hfpipe-rnn"):
+        if recipe.model.attn_implementation == "hfpipe":
+            from hfpipe.modeling import register_attention_interface
+
+            register_attention_interface()
+        kwargs["attn_implementation"] = recipe.model.attn_implementation
+    try:
+        return AutoModelForSeq2SeqLM.from_config(config, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ModelError(f"cannot build {arch} from its config: {err}", where="model") from None
 
 
 def _encoder_decoder(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
@@ -153,10 +158,17 @@ def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreTraine
 
 def check_positions(recipe: Recipe, config: Any) -> None:
     limit = position_limit(config)
-    if limit is not None and recipe.data.max_source_length > limit:
-        raise ModelError(f"data.max_source_length is {recipe.data.max_source_length} but the model encodes at "
-                         f"most {limit} positions", where="data.max_source_length",
-                         hint=f"set data.max_source_length to {limit} or less")
+    if limit is None:
+        return
+    for key in ("max_source_length", "max_target_length"):
+        value = getattr(recipe.data, key)
+        if value > limit:
+            raise ModelError(f"data.{key} is {value} but the model encodes at most {limit} positions",
+                             where=f"data.{key}", hint=f"set data.{key} to {limit} or less")
+    if recipe.evaluate.max_new_tokens is not None and recipe.evaluate.max_new_tokens > limit:
+        raise ModelError(f"evaluate.max_new_tokens is {recipe.evaluate.max_new_tokens} but the decoder has "
+                         f"{limit} positions", where="evaluate.max_new_tokens",
+                         hint=f"set evaluate.max_new_tokens to {limit} or less")
 
 
 def count_parameters(model: PreTrainedModel) -> int:

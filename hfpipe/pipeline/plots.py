@@ -27,7 +27,12 @@ def plot_curves(log_path: Path, out_path: Path, metric_name: str) -> Path | None
     """Training loss and the validation metric against the optimizer step."""
     if not log_path.exists():
         return None
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in log_path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a killed run
+            continue
     losses = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     evals = [(r["step"], r[f"eval_{metric_name}"]) for r in rows if r.get(f"eval_{metric_name}") is not None]
     if not losses and not evals:

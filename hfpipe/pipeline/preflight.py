@@ -61,8 +61,8 @@ def _position_limit(config: dict[str, Any]) -> int | None:
     mt = config.get("model_type")
     if mt in ("t5", "mt5", "hfpipe_rnn"):
         return None
-    if mt == "hfpipe_transformer" and config.get("positional_encoding", "sinusoidal") == "sinusoidal":
-        return None
+    if mt == "hfpipe_transformer":  # its sinusoidal table is built for max_position_embeddings positions too
+        return config.get("max_position_embeddings", 512)
     return config.get("max_position_embeddings") or config.get("n_positions")
 
 

@@ -127,7 +127,8 @@ def prepare(loaded: LoadedRecipe, run: RunDir, accelerator: Accelerator, reporte
     recipe = loaded.recipe
     t0 = time.perf_counter()
     reporter.stage("data", str(recipe.data.hub_dataset or recipe.data.files.train))  # type: ignore[union-attr]
-    splits, report = read_splits(recipe)
+    with accelerator.main_process_first():  # a Hub dataset is downloaded and cached once, by the main process
+        splits, report = read_splits(recipe)
     reporter.info(", ".join(f"{k}: {v:,} rows" for k, v in report.rows.items())
                   + (f" (carved off train: {', '.join(report.carved)})" if report.carved else ""))
     summary.stage_seconds["data"] = round(time.perf_counter() - t0, 2)
@@ -136,7 +137,8 @@ def prepare(loaded: LoadedRecipe, run: RunDir, accelerator: Accelerator, reporte
     reporter.stage("tokenizer")
     with accelerator.main_process_first():
         tokenizer, reused = build_tokenizer(recipe, splits["train"], run.tokenizer,
-                                            data_fingerprint=examples_fingerprint({"train": splits["train"]}))
+                                            data_fingerprint=examples_fingerprint({"train": splits["train"]}),
+                                            write=accelerator.is_main_process)
     if reused:
         summary.reused.append("tokenizer")
     reporter.info(f"vocabulary {len(tokenizer):,}" + (" (trained earlier on the same data: reused)" if reused else ""))
@@ -181,18 +183,25 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
 
     reporter = reporter or Reporter()
     recipe = loaded.recipe
-    if run_dir is None:
-        if resume:
-            raise RunDirError("--resume needs --run-dir (the run to continue)")
-        run_dir = new_run_dir(loaded.name)
-    run = RunDir(run_dir)
-    if resume:
-        if not run.recipe.exists():
+    if run_dir is None and resume:
+        raise RunDirError("--resume needs --run-dir (the run to continue)")
+    if run_dir is not None:
+        check = RunDir(run_dir)
+        if resume and not check.recipe.exists():
             raise RunDirError(f"cannot resume: {run_dir} is not a run directory (no recipe.yaml)")
-    elif run.path.exists() and any(run.path.iterdir()):
-        raise RunDirError(f"run directory {run_dir} already exists and is not empty",
-                          hint="pass --resume to continue that run, or choose another --run-dir")
+        if not resume and check.path.exists() and any(check.path.iterdir()):
+            raise RunDirError(f"run directory {run_dir} already exists and is not empty",
+                              hint="pass --resume to continue that run, or choose another --run-dir")
     accelerator = make_accelerator(recipe)
+    if run_dir is None:
+        # The main process names the run (a timestamp); every process must use that same folder.
+        from accelerate.utils import broadcast_object_list
+
+        chosen = [str(new_run_dir(loaded.name)) if accelerator.is_main_process else None]
+        if accelerator.num_processes > 1:
+            broadcast_object_list(chosen)
+        run_dir = Path(chosen[0])
+    run = RunDir(run_dir)
     summary = RunSummary(run_dir=run_dir, task=recipe.task)
     started = datetime.now(timezone.utc).isoformat()
     argv = argv or sys.argv
@@ -207,11 +216,11 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
 
     # ---- model + training (skipped when a resumed run already finished training with the same inputs)
     train_fp = _section_fingerprint(recipe, "task", "data", "tokenizer", "model", "train")
-    generation = GenerationSettings.from_recipe(recipe.evaluate, prepared.max_new_tokens)
     if resume and run.is_done("train", train_fp) and (run.model / "config.json").exists():
         reporter.stage("train", "inputs unchanged since this run trained: reusing model/")
         summary.reused.append("train")
-        model = load_run_model(run.model, recipe)
+        model = accelerator.prepare(load_run_model(run.model, recipe))
+        generation = _generation_settings(recipe, prepared, model)
         summary.train = run.stages()["train"].get("result")
     else:
         t0 = time.perf_counter()
@@ -220,12 +229,13 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
         from hfpipe.pipeline.models import count_parameters
 
         reporter.info(f"{type(model).__name__}: {count_parameters(model) / 1e6:.2f}M parameters")
+        generation = _generation_settings(recipe, prepared, model)
         summary.stage_seconds["model"] = round(time.perf_counter() - t0, 2)
 
         t0 = time.perf_counter()
         reporter.stage("train")
         val = prepared.splits["validation"][:recipe.train.eval_samples]
-        train_gen = GenerationSettings.from_recipe(recipe.evaluate, prepared.max_new_tokens,
+        train_gen = GenerationSettings.from_recipe(recipe.evaluate, generation.max_new_tokens,
                                                    num_beams=recipe.train.eval_num_beams)
 
         def evaluate_fn(m: PreTrainedModel) -> dict[str, Any]:
@@ -312,8 +322,21 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
             summary.push = {"url": getattr(result, "repo_url", None)} if result else None
             summary.stage_seconds["push"] = round(time.perf_counter() - t0, 2)
             write_manifest(run, loaded, prepared.report, argv, started, "finished", summary)
-    accelerator.wait_for_everyone()
+    # No barrier after the push: a failed push on the main process must not leave the others waiting.
     return summary
+
+
+def _generation_settings(recipe: Recipe, prepared: Prepared, model: Any) -> Any:
+    """The recipe's generation settings, with the data-derived length limit kept inside the decoder's positions
+    (an explicit evaluate.max_new_tokens over the limit was already refused by check_positions)."""
+    from hfpipe.pipeline.evaluation import GenerationSettings
+    from hfpipe.pipeline.models import position_limit
+
+    max_new = prepared.max_new_tokens
+    limit = position_limit(getattr(model, "module", model).config)
+    if limit is not None:
+        max_new = min(max_new, limit - 1)
+    return GenerationSettings.from_recipe(recipe.evaluate, max_new)
 
 
 def write_metrics(run: RunDir, recipe: Recipe, summary: RunSummary, generation: Any) -> None:

@@ -121,8 +121,9 @@ def train_tokenizer(config: TokenizerTrainConfig, examples: list[Example], out_d
 
 
 def build_tokenizer(recipe: Recipe, train_examples: list[Example], out_dir: Path,
-                    *, data_fingerprint: str) -> tuple[PreTrainedTokenizerBase, bool]:
-    """Load or train the tokenizer, save it to `out_dir`; returns (tokenizer, reused_from_cache)."""
+                    *, data_fingerprint: str, write: bool = True) -> tuple[PreTrainedTokenizerBase, bool]:
+    """Load or train the tokenizer and (when `write`, i.e. on the main process) save it whole to `out_dir`;
+    returns (tokenizer, reused_from_cache). A trained tokenizer is cached by its data and settings."""
     from transformers import AutoTokenizer
 
     cfg = recipe.tokenizer
@@ -136,22 +137,27 @@ def build_tokenizer(recipe: Recipe, train_examples: list[Example], out_dir: Path
                 atomic_copytree(Path(tmp) / "tok", cached)
         else:
             reused = True
-        atomic_copytree(cached, out_dir)
-        source = str(out_dir)
+        source = str(cached)
     else:
         source = cfg.from_ or recipe.model.encoder or recipe.model.pretrained
         assert source is not None  # guaranteed by the schema's cross checks
         source = resolve_location(source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not hub_downloads_allowed(),
+                                                  revision=recipe.model.revision if cfg.from_ is None else None,
                                                   trust_remote_code=recipe.model.trust_remote_code)
     except Exception as err:
         raise load_error("tokenizer", source, err) from None
     if tokenizer.pad_token is None:
         raise ModelError(f"the tokenizer from {source} has no padding token",
                          hint="seq2seq training pads batches: use a tokenizer with a pad token")
-    if cfg.train is None:
-        tokenizer.save_pretrained(out_dir)
+    if write:
+        if cfg.train is not None:
+            atomic_copytree(Path(source), out_dir)
+        else:
+            with tempfile.TemporaryDirectory(dir=out_dir.parent) as tmp:
+                tokenizer.save_pretrained(Path(tmp) / "tok")
+                atomic_copytree(Path(tmp) / "tok", out_dir)
     return tokenizer, reused
 
 

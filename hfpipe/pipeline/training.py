@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hfpipe.errors import TrainingError
+from hfpipe.errors import RunDirError, TrainingError
 from hfpipe.recipe.schema import Recipe, TrainConfig
 
 if TYPE_CHECKING:
@@ -252,7 +252,10 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     sampler = LengthGroupedBatches(src_len, tgt_len, batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens,
                                    seed=cfg.seed, group_by_length=cfg.group_by_length)
     loader = DataLoader(train_set.with_format(None, columns=["input_ids", "labels"]), batch_sampler=sampler,
-                        collate_fn=Collator(pad_id), num_workers=cfg.dataloader_workers)
+                        collate_fn=Collator(pad_id), num_workers=cfg.dataloader_workers,
+                        # Its own generator: starting an epoch draws a seed from it, and drawing from the global
+                        # one would shift dropout's random stream between a resumed and an uninterrupted run.
+                        generator=torch.Generator().manual_seed(cfg.seed))
     budget = make_budget(cfg, len(sampler) // max(accelerator.num_processes, 1) or 1)
     warmup = cfg.warmup_steps or (round(cfg.warmup_ratio * budget.max_steps) if budget.max_steps else 0)
 
@@ -265,22 +268,37 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(cfg.lr_scheduler, step, budget.progress(step, elapsed()), warmup))
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    # The scheduler is not prepared: Accelerate would step it once per process per optimizer step, which with n
+    # processes runs the warm-up and decay n times too fast. It steps here once per optimizer step instead.
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    accelerator.register_for_checkpointing(scheduler)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=cfg.label_smoothing)
 
     if resume:
         last = latest_checkpoint(ckpt_dir)
         if last is not None:
-            accelerator.load_state(str(last))
+            try:
+                accelerator.load_state(str(last))
+            except (RuntimeError, ValueError, KeyError) as err:
+                raise RunDirError(f"cannot resume from {last}: it does not match this recipe's model ({err})",
+                                  where=str(last), hint="resume with the recipe the run was started with "
+                                                        "(its recipe.yaml), or start a new run") from None
             state = TrainState(**json.loads((last / "trainer_state.json").read_text()))
             clock["offset"] = state.seconds
             if on_message is not None:
                 on_message(f"resumed from checkpoint {last.name} (step {state.step})")
+        elif on_message is not None:
+            on_message("no complete checkpoint in this run yet: training from the start")
 
     def save_checkpoint() -> None:
+        """Accelerate state + counters in step-N/; trainer_state.json is written last, so only a complete
+        checkpoint counts for --resume."""
         accelerator.wait_for_everyone()
         path = ckpt_dir / f"step-{state.step}"
+        if (path / "trainer_state.json").exists():
+            return  # this step is already checkpointed
         accelerator.save_state(str(path))
+        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             _json_atomic(path / "trainer_state.json", asdict(state))
             for old in _checkpoints(ckpt_dir)[:-cfg.keep_checkpoints]:
@@ -325,10 +343,16 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     last_loss: float | None = None
     finished = budget.done(state.step, elapsed())
     while not finished:
-        sampler.set_epoch(state.epoch)
         epoch_loader = loader
         if state.batch_in_epoch:
             epoch_loader = accelerator.skip_first_batches(loader, state.batch_in_epoch)
+        # Accelerate's loaders reset the sampler's epoch to their own iteration count when iterated, and that
+        # count starts again at 0 after a resume (or in a skip-batches loader): set it on them too, so a resumed
+        # run sees exactly the batch order of an uninterrupted one.
+        for each in {id(loader): loader, id(epoch_loader): epoch_loader}.values():
+            if hasattr(each, "set_epoch"):
+                each.set_epoch(state.epoch)
+        sampler.set_epoch(state.epoch)
         for batch in epoch_loader:
             state.batch_in_epoch += 1
             with accelerator.accumulate(model):
@@ -343,7 +367,8 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
                 if accelerator.sync_gradients and cfg.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients:
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             running_loss += loss.item()
             running_n += 1

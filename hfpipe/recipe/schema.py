@@ -71,11 +71,11 @@ class DataConfig(Section):
 
 
 class TokenizerTrainConfig(Section):
-    """Train a new tokenizer on the training split with the `tokenizers` library."""
+    """Train a new tokenizer on the training split with the `tokenizers` library: one vocabulary shared by source
+    and target (both sides are in its training text), as tied embeddings need."""
 
     type: Literal["unigram", "bpe"] = "unigram"
     vocab_size: int = Field(8000, ge=100, le=1_000_000)
-    shared: bool = Field(True, description="One vocabulary for source and target (translation).")
     lowercase: bool = False
     max_rows: int | None = Field(200_000, gt=0, description="Rows of the training split used to train it.")
 
@@ -102,7 +102,8 @@ class ModelConfig(Section):
     decoder: str | None = Field(None, description="encoder-decoder: pretrained decoder; defaults to the encoder.")
     revision: str | None = None
     trust_remote_code: bool = False
-    attn_implementation: str | None = Field(None, description='"eager", "sdpa" or "hfpipe" (in-house attention).')
+    attn_implementation: Literal["eager", "sdpa", "hfpipe"] | None = Field(
+        None, description='"eager", "sdpa" or "hfpipe" (the in-house attention through AttentionInterface).')
 
     @model_validator(mode="after")
     def _one_model(self) -> ModelConfig:
@@ -189,9 +190,8 @@ class PushConfig(Section):
 
 
 class DistributedConfig(Section):
-    """Room for multi-process settings; `accelerate launch -m hfpipe run ...` already works."""
-
-    num_processes: int | None = Field(None, gt=0)
+    """Room for multi-process settings. Processes and devices come from the launcher today:
+    `accelerate launch --num_processes N -m hfpipe run RECIPE`."""
 
 
 class Recipe(Section):

@@ -64,7 +64,6 @@ GREATER_IS_BETTER: dict[str, bool] = {
     "eval_loss": False,
 }
 
-_LOSS_NAMES = ("loss",)
 _ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 _USE_STEMMER = True
 
@@ -288,13 +287,13 @@ def metric_signatures(*, tokenizer: Any = None) -> dict[str, Any]:
 
 
 def check_metric_name(task: str, name: str) -> str | None:
-    """Return None when ``name`` is a metric ``task`` produces (or the loss), else an error message.
+    """Return None when ``name`` is a metric ``task`` produces at evaluation, else an error message.
 
     Accepts the Trainer's ``eval_`` prefix (``eval_bleu``). The message carries a did-you-mean that ignores case,
     ``_`` and ``-`` first (``rouge_l`` -> ``rougeL``), then falls back to difflib (``blue`` -> ``bleu``).
     """
     _check_task(task)
-    valid = (*TASK_METRICS[task], *_LOSS_NAMES)
+    valid = TASK_METRICS[task]
     bare = name.removeprefix("eval_")
     if bare in valid:
         return None
