@@ -190,7 +190,9 @@ def build_model_card(run_dir: Path, repo_id: str) -> str:
         dataset_type = "local"
         dataset_name = "local files" + (f" ({', '.join(local_names)})" if local_names else "")
 
-    pretrained = model.get("pretrained")
+    # A bert2bert-style warm start (architecture encoder-decoder) is fine-tuned from its encoder checkpoint.
+    pretrained = model.get("pretrained") or (model.get("encoder") if model.get("architecture") == "encoder-decoder"
+                                             else None)
     base_model = pretrained if is_hub_id(pretrained, base=run_dir) else None
     architecture = model.get("architecture") or config.get("model_type") or "unknown"
     in_house = bool(config.get("auto_map"))
