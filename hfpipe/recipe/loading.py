@@ -169,6 +169,18 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _drop_other_model(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """A child recipe that names another model (a different `architecture` or `pretrained`) replaces the parent's
+    whole `model` section: the parent's size overrides belong to the parent's architecture."""
+    parent_model, child_model = base.get("model"), child.get("model")
+    if not isinstance(parent_model, dict) or not isinstance(child_model, dict):
+        return base
+    for key in ("architecture", "pretrained"):
+        if key in child_model and child_model[key] is not None and child_model[key] != parent_model.get(key):
+            return {k: v for k, v in base.items() if k != "model"}
+    return base
+
+
 def _load_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
     path = path.resolve()
     if path in chain:
@@ -191,6 +203,7 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[s
                           where=lines.get(("extends",), str(path)),
                           hint="paths in `extends` are relative to the recipe that writes them")
     base, base_lines = _load_with_extends(parent_path, (*chain, path))
+    base = _drop_other_model(base, data)
     return _deep_merge(base, data), {**base_lines, **lines}
 
 

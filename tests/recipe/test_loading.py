@@ -417,3 +417,21 @@ def test_model_needs_pretrained_or_architecture(tmp_path: Path) -> None:
 def test_training_budget_is_required(tmp_path: Path) -> None:
     err = recipe_error(write(tmp_path, "r.yaml", BASE.replace("  max_steps: 10\n", "")))
     assert "train.num_epochs, train.max_steps or train.max_minutes" in str(err)
+
+
+def test_extends_with_another_architecture_replaces_the_model_section(tmp_path):
+    from hfpipe.recipe.loading import load_recipe
+
+    base = tmp_path / "base.yaml"
+    base.write_text(
+        "task: translation\n"
+        "data: {files: {train: t.jsonl}, source_lang: en, target_lang: de}\n"
+        "tokenizer: {train: {vocab_size: 500}}\n"
+        "model: {architecture: mbart, config: {d_model: 64, encoder_attention_heads: 2}}\n"
+        "train: {max_steps: 1}\n")
+    same = tmp_path / "same.yaml"
+    same.write_text("extends: base.yaml\nmodel: {config: {dropout: 0.3}}\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("extends: base.yaml\nmodel: {architecture: hfpipe-rnn, config: {hidden_size: 32}}\n")
+    assert load_recipe(same).recipe.model.config == {"d_model": 64, "encoder_attention_heads": 2, "dropout": 0.3}
+    assert load_recipe(other).recipe.model.config == {"hidden_size": 32}

@@ -67,3 +67,24 @@ def test_validate_with_data(path: Path, run_hfpipe, tmp_path: Path) -> None:
     assert rc == 0, out + err
     assert "recipe is valid" in out
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("recipe_path", sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_model_config_keys_exist(recipe_path):
+    """model.config of every shipped recipe names real keys of its architecture's config (an `extends` that
+    leaked the parent's keys into another architecture once slipped through)."""
+    from hfpipe.recipe.loading import load_recipe
+
+    model = load_recipe(recipe_path).recipe.model
+    if model.architecture in ("hfpipe-transformer", "hfpipe-rnn"):
+        from hfpipe.modeling import build_config
+
+        build_config(model.architecture, **model.config)
+    elif model.architecture in ("marian", "bart", "mbart", "t5"):
+        from transformers import BartConfig, MarianConfig, MBartConfig, T5Config
+
+        cls = {"marian": MarianConfig, "bart": BartConfig, "mbart": MBartConfig, "t5": T5Config}[model.architecture]
+        assert set(model.config) <= set(cls().to_dict()), set(model.config) - set(cls().to_dict())
+    else:
+        assert not model.config
