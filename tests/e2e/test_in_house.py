@@ -37,8 +37,8 @@ def test_in_house_model_trains_saves_reloads_and_draws(architecture, run_cli, tm
 
     predictions = [json.loads(line)["prediction"] for line in (run_dir / "predictions-test.jsonl").open()]
     code = textwrap.dedent(f"""
-        import importlib.util, json
-        assert importlib.util.find_spec("hfpipe") is None
+        import sys
+        sys.modules["hfpipe"] = None  # unimportable here even where hfpipe is installed: loading must not need it
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
         # Remote code: both loaders need trust_remote_code (the tokenizer reads config.json's auto_map too).
         tok = AutoTokenizer.from_pretrained({str(model_dir)!r}, trust_remote_code=True)

@@ -157,9 +157,13 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 12
                           timeout=timeout)
 
 
+# Make hfpipe unimportable in the child even where it is pip-installed (CI installs it): loading must not need it.
+BLOCK_HFPIPE = 'import sys; sys.modules["hfpipe"] = None\n'
+
+
 def run_python(code: str, env: dict[str, str], cwd: Path, *, isolated: bool = False,
                timeout: float = 300) -> subprocess.CompletedProcess:
-    argv = [sys.executable, *(["-I"] if isolated else []), "-c", code]
+    argv = [sys.executable, *(["-I"] if isolated else []), "-c", (BLOCK_HFPIPE if isolated else "") + code]
     return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -202,6 +206,7 @@ def download_and_compare(repo_id: str, run_dir: Path, env: dict, cwd: Path, card
     """Load the pushed model through the server and the local model; generations, card metrics, snippet output."""
     code = DOWNLOAD_AND_COMPARE.format(remote="{'trust_remote_code': True}" if trust_remote_code else "{}")
     texts = [s for s, _ in SENTENCES]
+    code = (BLOCK_HFPIPE if isolated else "") + code
     argv = [sys.executable, *(["-I"] if isolated else []), "-c", code, repo_id, str(run_dir / "model"),
             card_code_block(card), json.dumps(texts)]
     proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
