@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hfpipe.errors import RunDirError, TrainingError
+from hfpipe.pipeline.rundir import json_atomic
 from hfpipe.recipe.schema import Recipe, TrainConfig
 
 if TYPE_CHECKING:
@@ -180,12 +181,6 @@ class TrainResult:
         return asdict(self)
 
 
-def _json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def _checkpoints(folder: Path) -> list[Path]:
     found = [p for p in folder.glob("step-*") if (p / "trainer_state.json").exists()]
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
@@ -300,7 +295,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
         accelerator.save_state(str(path))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            _json_atomic(path / "trainer_state.json", asdict(state))
+            json_atomic(path / "trainer_state.json", asdict(state))
             for old in _checkpoints(ckpt_dir)[:-cfg.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
 
