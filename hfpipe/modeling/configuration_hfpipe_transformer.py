@@ -30,6 +30,11 @@ class HfpipeTransformerConfig(PreTrainedConfig):
         scale_embedding (`bool`, defaults to `True`): multiply the embeddings by √d_model (section 3.4).
         tie_word_embeddings (`bool`, defaults to `True`): use the (shared source/target) embedding matrix as the
             pre-softmax projection too (section 3.4). The encoder and decoder always share one embedding.
+        copy_attention (`bool`, defaults to `False`): add a copy mechanism (the pointer-generator of See et al.,
+            2017, "Get To The Point"): each output step mixes the vocabulary distribution with an attention
+            distribution over the source tokens, weighted by a learned gate, so the decoder can copy source tokens
+            (names, numbers, the words a summary reuses) before it has learnt to generate them. Needs the shared
+            source/target vocabulary this model always has. The logits are then log-probabilities.
         init_std (`float`, defaults to 0.02): standard deviation of the initial linear weights; embeddings start
             with standard deviation d_model ** -0.5.
         pad_token_id (`int`, defaults to 0), bos_token_id (`int`, defaults to 1), eos_token_id (`int`, defaults
@@ -57,6 +62,7 @@ class HfpipeTransformerConfig(PreTrainedConfig):
     norm_first: bool = False
     scale_embedding: bool = True
     tie_word_embeddings: bool = True
+    copy_attention: bool = False
     init_std: float = 0.02
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
@@ -77,6 +83,8 @@ class HfpipeTransformerConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
                 problems.append(f"{name} must be in [0, 1), got {value!r}")
+        if not isinstance(self.copy_attention, bool):
+            problems.append(f"copy_attention must be true or false, got {self.copy_attention!r}")
         if self.positional_encoding not in POSITIONAL_ENCODINGS:
             problems.append(
                 f"positional_encoding must be one of {POSITIONAL_ENCODINGS}, got {self.positional_encoding!r}"

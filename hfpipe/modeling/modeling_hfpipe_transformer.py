@@ -6,6 +6,7 @@ Shipped as remote code next to saved models: imports only torch, transformers an
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,75 @@ def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     if attention_mask.dim() != 2:
         raise ValueError(f"attention masks must be (batch, time), got shape {tuple(attention_mask.shape)}")
     return attention_mask.bool()[:, None, None, :]
+
+
+@dataclass
+class HfpipeTransformerEncoderOutput(BaseModelOutput):
+    """The encoder's output, plus the source token ids when the model copies: `generate()` passes only the
+    encoder output to later decoding steps (and expands it for beams), and the copy distribution needs the ids.
+
+    Args:
+        source_ids: (batch, source) the encoded token ids, or None when the model does not copy.
+    """
+
+    source_ids: torch.LongTensor | None = None
+
+
+class CopyGenerator(nn.Module):
+    """The pointer-generator output layer (See et al., 2017, section 2.2), over a Transformer decoder:
+
+        a_t = softmax(q(h_t) · k(e_s) / √d_model)              attention over the source positions s
+        c_t = Σ_s a_t,s e_s                                    its context vector
+        p_gen = σ(w · [h_t; c_t] + b)                          generate (1) or copy (0)
+        P(w) = p_gen P_vocab(w) + (1 − p_gen) Σ_{s: x_s = w} a_t,s
+
+    One attention head of its own (not an average of the decoder's cross-attention heads) so that copying does not
+    constrain what those heads learn. Source and target share one vocabulary, so a source position adds its weight
+    to its own token id.
+
+    Args:
+        d_model: width of the decoder states and encoder outputs.
+    """
+
+    def __init__(self, *, d_model: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(d_model, d_model, bias=False)
+        self.key = nn.Linear(d_model, d_model, bias=False)
+        self.gate = nn.Linear(2 * d_model, 1)
+        self.scale = d_model**-0.5
+
+    def forward(
+        self,
+        decoder_states: torch.Tensor,
+        encoder_output: torch.Tensor,
+        source_ids: torch.Tensor,
+        source_mask: torch.Tensor | None,
+        vocab_logits: torch.Tensor,
+    ) -> torch.Tensor:
+        """
+        Args:
+            decoder_states: (batch, target, d_model), the decoder's last hidden states h_t.
+            encoder_output: (batch, source, d_model), e_s.
+            source_ids: (batch, source) token ids x_s.
+            source_mask: (batch, source) 1 for tokens, 0 for padding, or None.
+            vocab_logits: (batch, target, vocab), the pre-softmax projection of h_t.
+
+        Returns:
+            (batch, target, vocab) log P(w), in float32: log-probabilities are valid logits (log_softmax leaves
+            them unchanged), so losses, beam search and logits processors work on them as on any logits.
+        """
+        scores = self.query(decoder_states) @ self.key(encoder_output).transpose(1, 2)  # (batch, target, source)
+        scores = scores.float() * self.scale
+        if source_mask is not None:
+            scores = scores.masked_fill(~source_mask.bool()[:, None, :], float("-inf"))
+        copy_weights = scores.softmax(dim=-1)  # (batch, target, source)
+        context = copy_weights.to(encoder_output.dtype) @ encoder_output  # (batch, target, d_model)
+        p_gen = torch.sigmoid(self.gate(torch.cat([decoder_states, context], dim=-1)).float())  # (batch, target, 1)
+        probs = p_gen * vocab_logits.float().softmax(dim=-1)  # (batch, target, vocab)
+        index = source_ids[:, None, :].expand(-1, probs.size(1), -1)  # (batch, target, source)
+        probs = probs.scatter_add(-1, index, (1.0 - p_gen) * copy_weights)
+        # The floor keeps log() finite for words neither generated nor in the source (label smoothing reads them).
+        return probs.clamp_min(1e-9).log()  # (batch, target, vocab)
 
 
 class PositionwiseFeedForward(nn.Module):
@@ -214,6 +284,7 @@ class HfpipeTransformerEncoder(nn.Module):
             for _ in range(config.encoder_layers)
         )
         self.final_norm = nn.LayerNorm(config.d_model) if config.norm_first else None
+        self.keeps_source_ids = config.copy_attention
 
     def embed(self, input_ids: torch.Tensor, *, offset: int = 0) -> torch.Tensor:
         """(batch, time) token ids -> (batch, time, d_model): scaled embeddings + positions offset.., with dropout."""
@@ -235,8 +306,9 @@ class HfpipeTransformerEncoder(nn.Module):
             attention_mask: (batch, source), 1 for tokens and 0 for padding.
 
         Returns:
-            `BaseModelOutput`: last_hidden_state (batch, source, d_model); hidden_states (embeddings, then each
-            layer's output) and attentions (per layer, (batch, heads, source, source)) when asked for.
+            `HfpipeTransformerEncoderOutput`: last_hidden_state (batch, source, d_model); hidden_states
+            (embeddings, then each layer's output) and attentions (per layer, (batch, heads, source, source)) when
+            asked for; source_ids (batch, source) when the model copies.
         """
         mask = padding_mask(attention_mask)  # (batch, 1, 1, source)
         x = self.embed(input_ids)  # (batch, source, d_model)
@@ -252,10 +324,11 @@ class HfpipeTransformerEncoder(nn.Module):
             x = self.final_norm(x)
             if output_hidden_states:
                 hidden_states[-1] = x
-        output = BaseModelOutput(
+        output = HfpipeTransformerEncoderOutput(
             last_hidden_state=x,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
+            source_ids=input_ids if self.keeps_source_ids else None,
         )
         return output if return_dict else output.to_tuple()
 
@@ -466,6 +539,7 @@ class HfpipeTransformerForConditionalGeneration(HfpipeTransformerPreTrainedModel
         super().__init__(config)
         self.model = HfpipeTransformerModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.copy_generator = CopyGenerator(d_model=config.d_model) if config.copy_attention else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -513,7 +587,7 @@ class HfpipeTransformerForConditionalGeneration(HfpipeTransformerPreTrainedModel
                 is then a sum divided by it.
 
         Returns:
-            `Seq2SeqLMOutput`: logits (batch, target, vocab), loss, cache, and with `output_attentions` the encoder
+            `Seq2SeqLMOutput`: logits (batch, target, vocab) (log-probabilities with `copy_attention`), loss, cache, and with `output_attentions` the encoder
             self-attention, decoder masked self-attention and cross-attention weights per layer.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
@@ -534,6 +608,16 @@ class HfpipeTransformerForConditionalGeneration(HfpipeTransformerPreTrainedModel
             return_dict=True,
         )
         logits = self.lm_head(outputs.last_hidden_state)  # (batch, target, vocab)
+        if self.copy_generator is not None:
+            source_ids = input_ids if input_ids is not None else getattr(encoder_outputs, "source_ids", None)
+            if source_ids is None:
+                raise ValueError(
+                    "copy_attention needs the source token ids: pass input_ids, or encoder_outputs from this "
+                    "model's encoder with return_dict=True"
+                )
+            logits = self.copy_generator(
+                outputs.last_hidden_state, outputs.encoder_last_hidden_state, source_ids, attention_mask, logits
+            )  # (batch, target, vocab) log-probabilities
         loss = None if labels is None else seq2seq_loss(logits, labels, num_items_in_batch=num_items_in_batch)
         output = Seq2SeqLMOutput(
             loss=loss,
