@@ -587,8 +587,9 @@ class HfpipeTransformerForConditionalGeneration(HfpipeTransformerPreTrainedModel
                 is then a sum divided by it.
 
         Returns:
-            `Seq2SeqLMOutput`: logits (batch, target, vocab) (log-probabilities with `copy_attention`), loss, cache, and with `output_attentions` the encoder
-            self-attention, decoder masked self-attention and cross-attention weights per layer.
+            `Seq2SeqLMOutput`: logits (batch, target, vocab) (log-probabilities with `copy_attention`), loss, cache,
+            and with `output_attentions` the encoder self-attention, decoder masked self-attention and
+            cross-attention weights per layer.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
         if labels is not None:

@@ -203,7 +203,9 @@ def copy_probabilities(model, input_ids, attention_mask, decoder_input_ids):
     return probs
 
 
-def test_copy_attention_mixes_the_vocabulary_and_the_source_as_the_formula_says(transformer_config, randomized, sources):
+def test_copy_attention_mixes_the_vocabulary_and_the_source_as_the_formula_says(
+    transformer_config, randomized, sources
+):
     torch.manual_seed(0)
     model = randomized(HfpipeTransformerForConditionalGeneration(transformer_config(copy_attention=True)))
     input_ids, attention_mask = sources
