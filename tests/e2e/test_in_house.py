@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 ARCHITECTURES = {
     "hfpipe-transformer": {"d_model": 32, "encoder_layers": 1, "decoder_layers": 2, "num_heads": 2, "ffn_dim": 64,
-                           "norm_first": True},
+                           "norm_first": True, "copy_attention": True},  # as the shipped defaults
     "hfpipe-rnn": {"cell": "gru", "embedding_dim": 32, "hidden_size": 32, "attention": "additive"},
 }
 

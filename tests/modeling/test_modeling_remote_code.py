@@ -41,6 +41,7 @@ def test_saved_models_load_and_generate_without_hfpipe(
     expected = {}
     for name, config in [
         ("transformer", transformer_config(positional_encoding="sinusoidal")),
+        ("transformer-copy", transformer_config(norm_first=True, copy_attention=True)),
         ("rnn", rnn_config(attention="additive", cell="lstm")),
     ]:
         torch.manual_seed(0)
