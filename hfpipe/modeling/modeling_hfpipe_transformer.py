@@ -328,7 +328,9 @@ class HfpipeTransformerEncoder(nn.Module):
             last_hidden_state=x,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
-            source_ids=input_ids if self.keeps_source_ids else None,
+            # Not in the tuple form: its positions are (last_hidden_state, hidden_states, attentions), as callers
+            # that index it expect.
+            source_ids=input_ids if self.keeps_source_ids and return_dict else None,
         )
         return output if return_dict else output.to_tuple()
 
