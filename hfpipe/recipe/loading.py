@@ -315,6 +315,15 @@ def cross_check(recipe: Recipe) -> list[Issue]:
     return issues
 
 
+def _missing_data_files(data: dict[str, Any], lines: dict[tuple[str, ...], str]) -> list[Issue]:
+    issues = []
+    for keys in _FILE_KEYS:
+        value = _get(data, keys)
+        if isinstance(value, str) and value and not Path(value).is_file():
+            issues.append(Issue(".".join(keys), f"file not found: {value}", lines.get(keys)))
+    return issues
+
+
 def raise_issues(issues: list[Issue], path: Path) -> None:
     if issues:
         n = len(issues)
@@ -331,6 +340,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
         issues.extend(_issues_from_validation(err, lines))
+        # The data checks that need a valid recipe come later (preflight); a missing file is worth saying now, so
+        # that fixing the keys does not reveal one more problem.
+        issues.extend(_missing_data_files(data, lines))
         raise_issues(issues, path)
         raise  # unreachable: raise_issues raised
     issues.extend(cross_check(recipe))

@@ -34,8 +34,11 @@ train:
 
 
 def write(folder: Path, name: str, text: str) -> Path:
+    """Write a recipe, and the data file BASE names beside it (so only the tests about files see a missing one)."""
     path = folder / name
     path.parent.mkdir(parents=True, exist_ok=True)
+    (folder / "data").mkdir(exist_ok=True)
+    (folder / "data" / "train.jsonl").touch()
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
 
@@ -435,3 +438,18 @@ def test_extends_with_another_architecture_replaces_the_model_section(tmp_path):
     other.write_text("extends: base.yaml\nmodel: {architecture: hfpipe-rnn, config: {hidden_size: 32}}\n")
     assert load_recipe(same).recipe.model.config == {"d_model": 64, "encoder_attention_heads": 2, "dropout": 0.3}
     assert load_recipe(other).recipe.model.config == {"hidden_size": 32}
+
+
+def test_a_schema_error_and_a_missing_data_file_are_reported_together(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "dev.jsonl").write_text("{}\n")
+    text = BASE.replace("    train: data/train.jsonl\n", "    train: data/trian.jsonl\n    validation: data/dev.jsonl\n")
+    path = write(tmp_path, "r.yaml", text.replace("max_steps: 10", "max_step: 10"))
+    err = recipe_error(path)
+    assert any("did you mean 'max_steps'" in d for d in err.details), err.details
+    missing = [d for d in err.details if "file not found" in d]
+    assert len(missing) == 1 and missing[0].startswith("data.files.train")
+    assert f"r.yaml:{line_of(path, 'trian')}" in missing[0] and "trian.jsonl" in missing[0]
+    # With a valid schema the files are the preflight's to check (exit 3, a data error), not the loader's.
+    write(tmp_path, "ok.yaml", text)
+    assert load_recipe(tmp_path / "ok.yaml").recipe.data.files.train.endswith("trian.jsonl")
