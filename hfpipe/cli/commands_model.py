@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from hfpipe.cli.commands_recipe import SetOpt
-from hfpipe.cli.common import make_console
+from hfpipe.cli.common import make_console, print_json
 
 TargetArg = Annotated[str, typer.Argument(help="A run directory, or a model folder / Hub id.", show_default=False)]
 
@@ -22,8 +22,6 @@ def evaluate(target: TargetArg,
              as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False) -> None:
     """Evaluate a trained model on a split; in a run directory, metrics.json and predictions-<split>.jsonl are
     updated."""
-    import json
-
     from hfpipe.cli.commands_run import print_summary
     from hfpipe.pipeline.inference import evaluate_target
     from hfpipe.pipeline.reporting import RichReporter
@@ -32,7 +30,7 @@ def evaluate(target: TargetArg,
     summary = evaluate_target(target, split=split, recipe_path=recipe, overrides=set_ or [],
                               reporter=RichReporter(console))
     if as_json:
-        print(json.dumps(summary.metrics, indent=2, default=str))
+        print_json(summary.metrics)
     else:
         print_summary(console, summary, summary.task)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,30 +9,50 @@ from typing import Annotated
 import typer
 
 from hfpipe.cli.commands_recipe import RecipeArg, SetOpt
-from hfpipe.cli.common import make_console
+from hfpipe.cli.common import make_console, print_json
 
 RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="Run directory (default: runs/<recipe>-<time>).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir; finished stages whose "
                                                           "inputs did not change are not redone.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout (progress goes to "
                                                       "stderr).")]
+ProcessesOpt = Annotated[int | None, typer.Option(
+    "--processes", min=1, help="Train on N processes through accelerate's launcher: one per GPU, or N CPU "
+                               "processes on a machine without GPUs. See also `accelerate launch -m hfpipe run`.")]
+
+
+def _child_args(argv: list[str]) -> list[str]:
+    """This command line without --processes, for the launched processes."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            out.append(arg)
+    return out
 
 
 def _execute(recipe: Path, set_: list[str] | None, run_dir: Path | None, resume: bool, as_json: bool,
-             until: str) -> None:
+             until: str, processes: int | None = None) -> None:
     from hfpipe.pipeline.reporting import RichReporter
     from hfpipe.pipeline.runner import run_pipeline
     from hfpipe.recipe.loading import load_recipe
 
     console = make_console(stderr=as_json)
     loaded = load_recipe(recipe, set_ or [])
+    if processes is not None and processes > 1:
+        from hfpipe.pipeline.distributed import run_processes
+
+        raise typer.Exit(run_processes(processes, _child_args(sys.argv[1:]), loaded.recipe.distributed))
     summary = run_pipeline(loaded, run_dir=run_dir, resume=resume, reporter=RichReporter(console),
                            argv=["hfpipe", *sys.argv[1:]], until=until)
     if as_json:
         out = {"run_dir": str(summary.run_dir), "model_dir": str(summary.model_dir), "metrics": summary.metrics,
                "stage_seconds": summary.stage_seconds, "reused": summary.reused, "train": summary.train,
                "push": summary.push}
-        print(json.dumps(out, indent=2, default=str))
+        print_json(out)
         return
     print_summary(console, summary, loaded.recipe.task)
 
@@ -60,15 +79,15 @@ def print_summary(console, summary, task: str) -> None:  # noqa: ANN001 - rich/r
 
 
 def run(recipe: RecipeArg, set_: SetOpt = None, run_dir: RunDirOpt = None, resume: ResumeOpt = False,
-        as_json: JsonOpt = False) -> None:
+        as_json: JsonOpt = False, processes: ProcessesOpt = None) -> None:
     """Run every stage: data → tokenizer → model → train → evaluate (→ push when the recipe says so)."""
-    _execute(recipe, set_, run_dir, resume, as_json, "push")
+    _execute(recipe, set_, run_dir, resume, as_json, "push", processes)
 
 
 def train(recipe: RecipeArg, set_: SetOpt = None, run_dir: RunDirOpt = None, resume: ResumeOpt = False,
-          as_json: JsonOpt = False) -> None:
+          as_json: JsonOpt = False, processes: ProcessesOpt = None) -> None:
     """Run the stages up to a trained model in <run-dir>/model (no test evaluation, no push)."""
-    _execute(recipe, set_, run_dir, resume, as_json, "train")
+    _execute(recipe, set_, run_dir, resume, as_json, "train", processes)
 
 
 def register(app: typer.Typer) -> None:

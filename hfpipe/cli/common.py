@@ -21,6 +21,14 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
 
 
+def print_json(document: object) -> None:
+    """The one JSON document of a `--json` command, on stdout, from the main process only."""
+    if is_main_process():
+        import json
+
+        print(json.dumps(document, indent=2, default=str), flush=True)
+
+
 def make_console(*, stderr: bool = False) -> Console:
     """A console that is silent on every process but the main one."""
     return Console(stderr=stderr, quiet=not is_main_process(), highlight=False)
@@ -65,8 +73,25 @@ def run_cli(app: typer.Typer) -> None:
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
         os.environ[DEBUG_ENV] = "1"
+    code = 1
     try:
-        app(standalone_mode=False)
+        _run_app(app, debug)
+        code = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else int(done.code is not None)
+        raise
+    finally:
+        if os.environ.get("HFPIPE_EXIT_CODE_FILE"):  # a process of `hfpipe run --processes N`
+            from hfpipe.pipeline.distributed import record_exit_code
+
+            record_exit_code(code)
+
+
+def _run_app(app: typer.Typer, debug: bool) -> None:
+    try:
+        result = app(standalone_mode=False)
+        if isinstance(result, int) and result:  # typer.Exit(code) in non-standalone mode returns the code
+            raise SystemExit(result)
     except HfpipeError as err:
         if debug:  # the traceback, then the same panel and documented exit code as without --debug
             import traceback

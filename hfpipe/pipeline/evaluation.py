@@ -95,9 +95,12 @@ def generate_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s
                 from accelerate.utils import gather_object
 
                 pairs = gather_object(pairs)
-            fresh = [(i, t) for i, t in pairs if i not in predictions]
-            for i, t in fresh:
-                predictions[i] = t
+            # The padded last round repeats a batch: keep each row once (and count it once for the progress bar).
+            fresh = []
+            for i, t in pairs:
+                if i not in predictions:
+                    predictions[i] = t
+                    fresh.append((i, t))
             if spill is not None:
                 for i, t in fresh:
                     spill.write(json.dumps({"index": i, "prediction": t}, ensure_ascii=False) + "\n")

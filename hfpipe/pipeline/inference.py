@@ -9,10 +9,10 @@ from hfpipe.errors import RunDirError
 from hfpipe.pipeline.data import read_splits
 from hfpipe.pipeline.reporting import Reporter
 from hfpipe.pipeline.rundir import RunDir
+from hfpipe.pipeline.distributed import make_accelerator
 from hfpipe.pipeline.runner import (
     RunSummary,
     check_gate,
-    make_accelerator,
     quiet_libraries,
     write_metrics,
 )
@@ -125,7 +125,7 @@ def evaluate_target(target: str, *, split: str, recipe_path: Path | None, overri
         examples = examples[:recipe.evaluate.max_samples]
     model, tokenizer, _ = load_model_and_tokenizer(target)
     accelerator = make_accelerator(recipe)
-    model = accelerator.prepare(model)
+    model = model.to(accelerator.device)  # generation only: no DDP wrapper (it hides generate and its config)
     label_lengths = [len(x) for x in tokenizer(text_target=[e.target for e in splits["train"][:5000]])["input_ids"]]
     saved = model.generation_config.max_new_tokens if is_run else None
     settings = GenerationSettings.from_recipe(recipe.evaluate, saved or default_max_new_tokens(label_lengths))

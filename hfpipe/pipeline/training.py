@@ -34,15 +34,32 @@ if TYPE_CHECKING:
 
 # --------------------------------------------------------------------------------------------- batching
 class LengthGroupedBatches:
-    """Batches of examples of similar length, as many per batch as fit `batch_tokens` padded tokens (source +
-    target) and at most `batch_size`. Within each pool of ~100 batches examples are sorted by length; the order
-    of batches is shuffled every epoch with a seed, so runs are reproducible."""
+    """Batches of examples of similar length, as many per batch as fit `max_tokens` padded tokens (source +
+    target) and at most `max_rows`. Within each pool of ~100 batches examples are sorted by length; the order of
+    batches is shuffled every epoch with a seed, so runs are reproducible.
 
-    def __init__(self, source_lengths: list[int], target_lengths: list[int], *, batch_size: int,
-                 batch_tokens: int | None, seed: int, group_by_length: bool = True) -> None:
+    This is the *global* list of batches of an epoch. Its length is always a multiple of `group` (processes ×
+    accumulation steps): the largest batches are split in two until it is, so every row is in exactly one batch,
+    every process gets the same number of batches (accelerate's `BatchSamplerShard` deals them out round-robin:
+    process r takes batches r, r+n, r+2n, ...) and every optimizer step sums exactly `group` micro-batches.
+    Optimizer step k of an epoch therefore covers global batches [k·group, (k+1)·group) whatever the split
+    between processes and accumulation, and `step_target_tokens()` gives every process the global number of
+    target tokens of each step without any communication.
+
+    It deliberately has no `batch_size` attribute: accelerate treats a batch sampler that has one as fixed-size
+    and silently drops every round whose last batch is not full."""
+
+    def __init__(self, source_lengths: list[int], target_lengths: list[int], *, max_rows: int,
+                 max_tokens: int | None, seed: int, group_by_length: bool = True, group: int = 1) -> None:
+        if len(source_lengths) < group:
+            from hfpipe.errors import DataError
+
+            raise DataError(f"the training split has {len(source_lengths)} rows, fewer than the {group} batches "
+                            "one optimizer step needs (processes × train.gradient_accumulation_steps)",
+                            hint="use more training rows, fewer processes or less gradient accumulation")
         self.src, self.tgt = source_lengths, target_lengths
-        self.batch_size, self.batch_tokens = batch_size, batch_tokens
-        self.seed, self.group_by_length = seed, group_by_length
+        self.max_rows, self.max_tokens = max_rows, max_tokens
+        self.seed, self.group_by_length, self.group = seed, group_by_length, group
         self.epoch = 0
         self._cache: tuple[int, list[list[int]]] | None = None
 
@@ -56,7 +73,7 @@ class LengthGroupedBatches:
         order = list(range(len(self.src)))
         rng.shuffle(order)
         batches: list[list[int]] = []
-        pool = self.batch_size * 100
+        pool = self.max_rows * 100
         for start in range(0, len(order), pool):
             chunk = order[start:start + pool]
             if self.group_by_length:
@@ -66,7 +83,7 @@ class LengthGroupedBatches:
             for i in chunk:
                 new_src, new_tgt = max(max_src, self.src[i]), max(max_tgt, self.tgt[i])
                 cost = (new_src + new_tgt) * (len(batch) + 1)
-                if batch and (len(batch) >= self.batch_size or (self.batch_tokens and cost > self.batch_tokens)):
+                if batch and (len(batch) >= self.max_rows or (self.max_tokens and cost > self.max_tokens)):
                     batches.append(batch)
                     batch, new_src, new_tgt = [], self.src[i], self.tgt[i]
                 batch.append(i)
@@ -74,6 +91,17 @@ class LengthGroupedBatches:
             if batch:
                 batches.append(batch)
         rng.shuffle(batches)
+        short = -len(batches) % self.group
+        if short and len(self.src) - len(batches) >= short:
+            for _ in range(short):  # split the batch with the most rows; its halves stay side by side
+                k = max(range(len(batches)), key=lambda j: len(batches[j]))
+                half = len(batches[k]) // 2
+                batches[k:k + 1] = [batches[k][:half], batches[k][half:]]
+        elif short:
+            # Too few rows to split (one-row batches): merge the shortest neighbours down to a multiple instead.
+            for _ in range(len(batches) % self.group):
+                k = min(range(len(batches) - 1), key=lambda j: len(batches[j]) + len(batches[j + 1]))
+                batches[k:k + 2] = [batches[k] + batches[k + 1]]
         self._cache = (self.epoch, batches)
         return batches
 
@@ -82,6 +110,16 @@ class LengthGroupedBatches:
 
     def __len__(self) -> int:
         return len(self._batches())
+
+    def steps_per_epoch(self) -> int:
+        return len(self) // self.group
+
+    def step_target_tokens(self) -> list[int]:
+        """Target tokens of each optimizer step of the current epoch, over all its micro-batches and processes:
+        the loss denominator that makes N processes give the gradient one process gives on the same rows."""
+        batches = self._batches()
+        return [sum(self.tgt[i] for b in batches[k:k + self.group] for i in b)
+                for k in range(0, len(batches), self.group)]
 
 
 @dataclass
@@ -139,10 +177,10 @@ class Budget:
         return self.progress(step, seconds) >= 1.0
 
 
-def make_budget(cfg: TrainConfig, batches_per_epoch: int) -> Budget:
+def make_budget(cfg: TrainConfig, steps_per_epoch: int) -> Budget:
     steps = cfg.max_steps
     if steps is None and cfg.num_epochs is not None:
-        steps = max(1, math.ceil(cfg.num_epochs * batches_per_epoch / cfg.gradient_accumulation_steps))
+        steps = max(1, math.ceil(cfg.num_epochs * steps_per_epoch))
     return Budget(steps, cfg.max_minutes * 60 if cfg.max_minutes else None)
 
 
@@ -161,6 +199,10 @@ class TrainState:
     evals_without_improvement: int = 0
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    # batch_in_epoch counts one process's batches of an epoch that was dealt out to this many processes, each
+    # accumulating this many micro-batches per step: a resume must deal it out the same way.
+    processes: int = 1
+    accumulation: int = 1
 
 
 @dataclass
@@ -242,44 +284,54 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     log_path = run_dir / "train_log.jsonl"
     pad_id = tokenizer.pad_token_id
 
+    n_proc, accum = accelerator.num_processes, cfg.gradient_accumulation_steps
     src_len = [len(x) for x in train_set["input_ids"]]
     tgt_len = [len(x) for x in train_set["labels"]]
-    sampler = LengthGroupedBatches(src_len, tgt_len, batch_size=cfg.batch_size, batch_tokens=cfg.batch_tokens,
-                                   seed=cfg.seed, group_by_length=cfg.group_by_length)
+    sampler = LengthGroupedBatches(src_len, tgt_len, max_rows=cfg.batch_size, max_tokens=cfg.batch_tokens,
+                                   seed=cfg.seed, group_by_length=cfg.group_by_length, group=n_proc * accum)
     loader = DataLoader(train_set.with_format(None, columns=["input_ids", "labels"]), batch_sampler=sampler,
                         collate_fn=Collator(pad_id), num_workers=cfg.dataloader_workers,
                         # Its own generator: starting an epoch draws a seed from it, and drawing from the global
                         # one would shift dropout's random stream between a resumed and an uninterrupted run.
                         generator=torch.Generator().manual_seed(cfg.seed))
-    budget = make_budget(cfg, len(sampler) // max(accelerator.num_processes, 1) or 1)
+    budget = make_budget(cfg, sampler.steps_per_epoch())
     warmup = cfg.warmup_steps or (round(cfg.warmup_ratio * budget.max_steps) if budget.max_steps else 0)
 
-    state = TrainState()
+    state = TrainState(processes=n_proc, accumulation=accum)
     optimizer = _optimizer(model, cfg)
-    clock = {"start": time.perf_counter(), "offset": 0.0}
+    clock = {"start": time.perf_counter(), "offset": 0.0, "shared": 0.0}
 
     def elapsed() -> float:
         return clock["offset"] + time.perf_counter() - clock["start"]
 
+    # Progress by time uses the main process's clock, shared at every optimizer step (clock["shared"]): a
+    # process reading its own clock would apply another learning rate, or leave the loop while the others wait.
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(cfg.lr_scheduler, step, budget.progress(step, elapsed()), warmup))
+        optimizer, lambda step: lr_factor(cfg.lr_scheduler, step, budget.progress(step, clock["shared"]), warmup))
     # The scheduler is not prepared: Accelerate would step it once per process per optimizer step, which with n
     # processes runs the warm-up and decay n times too fast. It steps here once per optimizer step instead.
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     accelerator.register_for_checkpointing(scheduler)
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=cfg.label_smoothing)
+    # Summed, not averaged: the loop divides by the global number of target tokens of the optimizer step.
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=cfg.label_smoothing, reduction="sum")
 
     if resume:
         last = latest_checkpoint(ckpt_dir)
         if last is not None:
+            saved = TrainState(**json.loads((last / "trainer_state.json").read_text()))
+            if (saved.processes, saved.accumulation) != (n_proc, accum):
+                raise RunDirError(f"cannot resume from {last}: it was trained on {saved.processes} process(es) with "
+                                  f"gradient accumulation {saved.accumulation}, this launch has {n_proc} and "
+                                  f"{accum}", where=str(last),
+                                  hint=f"resume with {saved.processes} process(es) and the run's recipe.yaml")
             try:
                 accelerator.load_state(str(last))
             except (RuntimeError, ValueError, KeyError) as err:
                 raise RunDirError(f"cannot resume from {last}: it does not match this recipe's model ({err})",
                                   where=str(last), hint="resume with the recipe the run was started with "
                                                         "(its recipe.yaml), or start a new run") from None
-            state = TrainState(**json.loads((last / "trainer_state.json").read_text()))
-            clock["offset"] = state.seconds
+            state = saved
+            clock["offset"] = clock["shared"] = state.seconds
             if on_message is not None:
                 on_message(f"resumed from checkpoint {last.name} (step {state.step})")
         elif on_message is not None:
@@ -305,10 +357,11 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
                 f.write(json.dumps(entry) + "\n")
 
     def run_eval() -> bool:
-        """Evaluate, keep the best weights; True when training should stop early."""
+        """Evaluate, keep the best weights; True when training should stop early (decided by the main process
+        and shared, so every process leaves the loop at the same step)."""
         metrics = evaluate_fn(model) if evaluate_fn is not None else {}
         value = metrics.get(metric_name)
-        entry = {"step": state.step, "epoch": state.epoch, "seconds": round(elapsed(), 1),
+        entry = {"step": state.step, "epoch": state.epoch, "seconds": round(clock["shared"], 1),
                  **{f"eval_{k}": v for k, v in metrics.items() if not isinstance(v, (list, dict))}}
         log(entry)
         state.history.append(entry)
@@ -330,13 +383,19 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
                 os.replace(tmp, best)
         else:
             state.evals_without_improvement += 1
-        return bool(cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience)
+        stop = bool(cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience)
+        return shared_flag(accelerator, stop)
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     model.train()
-    running_loss, running_n, window_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+    device = accelerator.device
+    # Per optimizer step: summed token loss and non-finite count, kept on the device (no host sync per
+    # micro-batch); per log window: global token loss and tokens.
+    step_loss = torch.zeros((), dtype=torch.float64, device=device)
+    step_bad = torch.zeros((), dtype=torch.float64, device=device)
+    window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
     last_loss: float | None = None
-    finished = budget.done(state.step, elapsed())
+    finished = budget.done(state.step, clock["shared"])
     while not finished:
         epoch_loader = loader
         if state.batch_in_epoch:
@@ -348,43 +407,64 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
             if hasattr(each, "set_epoch"):
                 each.set_epoch(state.epoch)
         sampler.set_epoch(state.epoch)
+        step_tokens = sampler.step_target_tokens()
         for batch in epoch_loader:
+            micro = state.batch_in_epoch
             state.batch_in_epoch += 1
+            global_tokens = step_tokens[micro // accum]
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     logits = forward_logits(model, batch)
-                loss = loss_fn(logits.float().view(-1, logits.size(-1)), batch["labels"].view(-1))
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"the loss became {loss.item()} at step {state.step}",
-                                        hint="lower train.learning_rate, add warm-up (train.warmup_steps), keep "
-                                             "train.max_grad_norm set, or use mixed_precision: no")
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                loss_sum = loss_fn(logits.float().view(-1, logits.size(-1)), batch["labels"].view(-1))
+                step_loss += loss_sum.detach()
+                step_bad += (~torch.isfinite(loss_sum.detach())).double()
+                # × processes (DDP averages gradients over them) × accumulation (accelerate divides by it):
+                # the step's gradient is then Σ token-loss gradients ÷ the step's global target tokens.
+                accelerator.backward(loss_sum * (n_proc * accum / global_tokens))
+                if accelerator.sync_gradients:
+                    seconds = elapsed() if accelerator.is_main_process else 0.0
+                    totals = torch.stack([step_loss, step_bad, torch.tensor(seconds, dtype=torch.float64,
+                                                                            device=device)])
+                    if n_proc > 1:
+                        totals = accelerator.reduce(totals, reduction="sum")
+                    global_loss, bad, clock["shared"] = totals.tolist()
+                    step_loss.zero_()
+                    step_bad.zero_()
+                    if bad:
+                        raise TrainingError(f"the loss became non-finite (nan or inf) at step {state.step + 1}"
+                                            + (f" on {int(bad)} of {n_proc * accum} micro-batches" if
+                                               n_proc * accum > 1 else ""),
+                                            hint="lower train.learning_rate, add warm-up (train.warmup_steps), "
+                                                 "keep train.max_grad_norm set, or use mixed_precision: no")
+                    if cfg.max_grad_norm:
+                        norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                        # The norm of the all-reduced gradients: the same on every process, so all stop together.
+                        if accelerator.mixed_precision != "fp16" and not math.isfinite(float(norm)):
+                            raise TrainingError(f"the gradients became non-finite at step {state.step + 1}",
+                                                hint="lower train.learning_rate, add warm-up or use "
+                                                     "mixed_precision: no")
                 optimizer.step()
                 if accelerator.sync_gradients:
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            running_loss += loss.item()
-            running_n += 1
-            n_tokens = int((batch["labels"] != -100).sum().item())
-            window_tokens += n_tokens
-            state.tokens += n_tokens
             if not accelerator.sync_gradients:
                 continue
             state.step += 1
-            state.seconds = elapsed()
+            state.seconds = clock["shared"]
+            state.tokens += global_tokens
+            window_loss += global_loss
+            window_tokens += global_tokens
             if state.step % cfg.log_every_steps == 0:
                 now = time.perf_counter()
-                last_loss = running_loss / max(running_n, 1)
+                last_loss = window_loss / max(window_tokens, 1)
                 entry = {"step": state.step, "epoch": state.epoch, "loss": round(last_loss, 4),
-                         "lr": scheduler.get_last_lr()[0], "target_tokens_per_s": round(
-                             window_tokens * accelerator.num_processes / max(now - window_start, 1e-9), 1),
+                         "lr": scheduler.get_last_lr()[0],
+                         "target_tokens_per_s": round(window_tokens / max(now - window_start, 1e-9), 1),
                          "seconds": round(state.seconds, 1)}
                 log(entry)
                 if on_progress:
                     on_progress(state.step, budget.max_steps, entry)
-                running_loss, running_n, window_tokens, window_start = 0.0, 0, 0, now
+                window_loss, window_tokens, window_start = 0.0, 0, now
             elif on_progress:
                 on_progress(state.step, budget.max_steps, {})
             if cfg.eval_every_steps and state.step % cfg.eval_every_steps == 0:
@@ -394,15 +474,15 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
                 model.train()
                 if cfg.eval_every_steps:
                     save_checkpoint()
-            if finished or budget.done(state.step, elapsed()):
+            if finished or budget.done(state.step, clock["shared"]):
                 finished = True
                 break
         else:
             state.epoch += 1
             state.batch_in_epoch = 0
-    if running_n:
-        last_loss = running_loss / running_n
-    state.seconds = elapsed()
+    if window_tokens:
+        last_loss = window_loss / window_tokens
+    state.seconds = shared_seconds(accelerator, elapsed())
     # A final evaluation when the last step did not just have one, so the best model really is the best.
     if evaluate_fn is not None and cfg.eval_every_steps and state.step % cfg.eval_every_steps and not state.stopped_early:
         run_eval()
@@ -415,10 +495,27 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     from hfpipe.pipeline.models import count_parameters
 
     result = TrainResult(
-        steps=state.step, epochs_done=round(state.epoch + state.batch_in_epoch / max(len(sampler), 1), 3),
-        seconds=round(state.seconds, 1), tokens_per_second=round(state.tokens * accelerator.num_processes /
-                                                                 max(state.seconds, 1e-9), 1),
+        steps=state.step, epochs_done=round(state.epoch + state.batch_in_epoch / max(len(loader), 1), 3),
+        seconds=round(state.seconds, 1), tokens_per_second=round(state.tokens / max(state.seconds, 1e-9), 1),
         final_loss=round(last_loss, 4) if last_loss is not None else None, best_metric=state.best_metric,
         best_step=state.best_step, metric_name=metric_name, stopped_early=state.stopped_early,
         parameters=count_parameters(unwrapped), mixed_precision=str(accelerator.mixed_precision))
     return unwrapped, result
+
+
+def shared_flag(accelerator: Accelerator, flag: bool) -> bool:
+    """The main process's decision, on every process."""
+    if accelerator.num_processes == 1:
+        return flag
+    from accelerate.utils import broadcast_object_list
+
+    return bool(broadcast_object_list([flag])[0])
+
+
+def shared_seconds(accelerator: Accelerator, seconds: float) -> float:
+    """The main process's clock, on every process."""
+    if accelerator.num_processes == 1:
+        return seconds
+    from accelerate.utils import broadcast_object_list
+
+    return float(broadcast_object_list([seconds])[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ from hfpipe.errors import RecipeError
 from hfpipe.recipe.schema import Recipe
 
 # Keys whose values are local paths when they exist; Hub ids stay as they are.
-_FILE_KEYS = (("data", "files", "train"), ("data", "files", "validation"), ("data", "files", "test"))
+_FILE_KEYS = (("data", "files", "train"), ("data", "files", "validation"), ("data", "files", "test"),
+              ("distributed", "accelerate_config"))
 _MAYBE_PATH_KEYS = (("tokenizer", "from"), ("model", "pretrained"), ("model", "encoder"), ("model", "decoder"))
 _MAX_EXTENDS_DEPTH = 10
 
@@ -312,7 +314,30 @@ def cross_check(recipe: Recipe) -> list[Issue]:
         problem = check_metric_name(recipe.task, name)
         if problem:
             issues.append(Issue(f"evaluate.fail_below.{name}", problem))
+    if recipe.distributed is not None and recipe.distributed.accelerate_config:
+        problem = accelerate_config_problem(Path(recipe.distributed.accelerate_config))
+        if problem:
+            issues.append(Issue("distributed.accelerate_config", problem))
     return issues
+
+
+def accelerate_config_problem(path: Path) -> str | None:
+    """What is wrong with an accelerate config file for hfpipe (unreadable, or a sharded setup), or None."""
+    from hfpipe.recipe.schema import UNSHARDED_ONLY
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        config = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except FileNotFoundError:
+        return f"file not found: {path}"
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
+        return f"cannot read {path} as an accelerate config (YAML or JSON): {err}"
+    if not isinstance(config, dict):
+        return f"{path} is not an accelerate config (expected a mapping of settings)"
+    kind = str(config.get("distributed_type", "")).upper()
+    if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM") or config.get("fsdp_config") or config.get("deepspeed_config"):
+        return f"{path} sets up {kind or 'sharded training'}. {UNSHARDED_ONLY}"
+    return None
 
 
 def _missing_data_files(data: dict[str, Any], lines: dict[tuple[str, ...], str]) -> list[Issue]:

@@ -190,8 +190,35 @@ class PushConfig(Section):
 
 
 class DistributedConfig(Section):
-    """Room for multi-process settings. Processes and devices come from the launcher today:
-    `accelerate launch --num_processes N -m hfpipe run RECIPE`."""
+    """Settings for several processes or GPUs. How many processes, and on which machines, comes from the launch:
+    `hfpipe run RECIPE --processes N`, `accelerate launch -m hfpipe run RECIPE` or `torchrun -m hfpipe run RECIPE`.
+    """
+
+    timeout_minutes: float = Field(30, gt=0, description="How long a process waits for the others in a "
+                                                         "collective operation before the run fails (instead of "
+                                                         "hanging for ever).")
+    find_unused_parameters: bool | None = Field(
+        None, description="DDP: allow parameters that get no gradient, at some cost per step. Unset: on for "
+                          "model.architecture encoder-decoder (BERT's pooler is never used), off otherwise.")
+    accelerate_config: str | None = Field(
+        None, description="An `accelerate config` file that `hfpipe run --processes N` launches with (GPU ids, "
+                          "several machines). FSDP and DeepSpeed configs are refused.")
+    fsdp: dict[str, Any] | None = Field(None, description="Not supported yet (refused): see the README.")
+    deepspeed: dict[str, Any] | None = Field(None, description="Not supported yet (refused): see the README.")
+
+    @model_validator(mode="after")
+    def _supported(self) -> DistributedConfig:
+        for key in ("fsdp", "deepspeed"):
+            if getattr(self, key) is not None:
+                raise ValueError(f"distributed.{key}: {UNSHARDED_ONLY}")
+        return self
+
+
+# Why sharded training is refused, in one place for the schema, `validate` and the launch check.
+UNSHARDED_ONLY = ("FSDP and DeepSpeed are not supported yet: hfpipe saves the best and final weights and "
+                  "generates during training from one full copy of the model, which sharded training does not "
+                  "keep. Train with data parallelism (the default with several processes or GPUs), which keeps a "
+                  "full copy on every device")
 
 
 class Recipe(Section):

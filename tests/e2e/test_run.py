@@ -193,7 +193,7 @@ def test_summarization_run_scores_match_rouge_score(task, run_cli, tmp_path):
 
 
 def test_two_process_evaluation_matches_one_process(translation_run, tmp_path):
-    """`accelerate launch` with 2 CPU processes: generation is sharded and gathered; the predictions file has
+    """`accelerate launch` with 2 real CPU processes: generation is sharded and gathered; the predictions file has
     every row once, in data order, identical to the single-process run (3 batches over 2 processes, so the
     last round is padded with a duplicate batch that must be dropped)."""
     import shutil
@@ -203,14 +203,16 @@ def test_two_process_evaluation_matches_one_process(translation_run, tmp_path):
     single = _jsonl(run_dir / "predictions-test.jsonl")
     (run_dir / "predictions-test.jsonl").unlink()
     env = {**translation_run["env"], "COLUMNS": "160"}
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # Two real processes (`--cpu` would start one): accelerate's multi-process launcher, over gloo on the CPU.
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                           "-m", "hfpipe", "evaluate", str(run_dir), "--split", "test"],
+                           "--main_process_port", "0", "-m", "hfpipe", "evaluate", str(run_dir), "--split", "test",
+                           "--json"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     multi = _jsonl(run_dir / "predictions-test.jsonl")
     assert [r["prediction"] for r in multi] == [r["prediction"] for r in single]
-    assert proc.stdout.count("results") == 1, "only the main process prints"
+    assert json.loads(proc.stdout)["test"]["num_samples"] == 24, "one JSON document: only the main process prints"
 
 
 def test_resumed_run_equals_uninterrupted_run(run_cli, tmp_path):

@@ -453,3 +453,37 @@ def test_a_schema_error_and_a_missing_data_file_are_reported_together(tmp_path: 
     # With a valid schema the files are the preflight's to check (exit 3, a data error), not the loader's.
     write(tmp_path, "ok.yaml", text)
     assert load_recipe(tmp_path / "ok.yaml").recipe.data.files.train.endswith("trian.jsonl")
+
+
+# --------------------------------------------------------------------------------------------- distributed
+def test_distributed_settings_load_and_the_accelerate_config_is_relative_to_the_recipe(tmp_path: Path) -> None:
+    (tmp_path / "ddp.yaml").write_text("distributed_type: MULTI_GPU\nnum_processes: 4\ngpu_ids: all\n")
+    path = write(tmp_path, "r.yaml", BASE + "distributed:\n  timeout_minutes: 5\n  find_unused_parameters: true\n"
+                                            "  accelerate_config: ddp.yaml\n")
+    dist = load_recipe(path).recipe.distributed
+    assert (dist.timeout_minutes, dist.find_unused_parameters) == (5, True)
+    assert dist.accelerate_config == str((tmp_path / "ddp.yaml").resolve())
+
+
+@pytest.mark.parametrize("key", ["fsdp", "deepspeed"])
+def test_sharded_training_is_refused_with_the_reason(tmp_path: Path, key: str) -> None:
+    path = write(tmp_path, "r.yaml", BASE + f"distributed:\n  {key}:\n    zero_stage: 3\n")
+    joined = "\n".join(recipe_error(path).details)
+    assert f"distributed.{key}" in joined and "not supported yet" in joined and "data parallelism" in joined
+
+
+@pytest.mark.parametrize("config", ["distributed_type: FSDP\nfsdp_config: {fsdp_version: 2}\n",
+                                    "distributed_type: DEEPSPEED\ndeepspeed_config: {zero_stage: 3}\n"])
+def test_an_accelerate_config_for_sharded_training_is_refused(tmp_path: Path, config: str) -> None:
+    (tmp_path / "acc.yaml").write_text(config)
+    path = write(tmp_path, "r.yaml", BASE + "distributed:\n  accelerate_config: acc.yaml\n")
+    joined = "\n".join(recipe_error(path).details)
+    assert "distributed.accelerate_config" in joined and "not supported yet" in joined
+
+
+def test_a_missing_or_broken_accelerate_config_is_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.yaml", BASE + "distributed:\n  accelerate_config: nowhere.yaml\n")
+    assert "file not found" in "\n".join(recipe_error(path).details)
+    (tmp_path / "bad.yaml").write_text("- just\n- a list\n")
+    path = write(tmp_path, "r2.yaml", BASE + "distributed:\n  accelerate_config: bad.yaml\n")
+    assert "not an accelerate config" in "\n".join(recipe_error(path).details)

@@ -1,0 +1,195 @@
+"""One process or many: the Accelerator the runner uses, the checks on how hfpipe was launched, and
+`hfpipe run --processes N`, which starts N processes through accelerate's launcher.
+
+Launches that work: `hfpipe run RECIPE --processes N`, `accelerate launch [--multi_gpu] --num_processes N -m hfpipe
+run RECIPE` and `torchrun --nproc_per_node N -m hfpipe run RECIPE`. On a machine without GPUs the processes talk
+over gloo on the CPU (hfpipe turns that on itself; accelerate would otherwise leave each process alone).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hfpipe.errors import RecipeError
+from hfpipe.recipe.schema import UNSHARDED_ONLY, DistributedConfig, Recipe
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+# The child's exit code, written by the main process of a `--processes` launch for the parent to return: the
+# launcher itself exits 1 whatever its workers' codes were.
+EXIT_CODE_FILE_ENV = "HFPIPE_EXIT_CODE_FILE"
+
+HOW_TO_LAUNCH = ("start N processes with `hfpipe run RECIPE --processes N`, `accelerate launch --multi_gpu "
+                 "--num_processes N -m hfpipe run RECIPE` or `torchrun --nproc_per_node N -m hfpipe run RECIPE`")
+
+
+def resolve_mixed_precision(setting: str, *, cpu: bool = False) -> str:
+    """`auto`: bf16 on a CUDA device that supports it, or on a CPU with native bf16 instructions (AVX512-BF16 or
+    AMX: measured 1.4× the fp32 training speed on such a CPU); full precision elsewhere, where emulated bf16
+    is slower than fp32."""
+    if setting != "auto":
+        return setting
+    import torch
+
+    if torch.cuda.is_available() and not cpu:
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    cpu_caps = getattr(torch, "cpu", None)
+    try:
+        native = cpu_caps._is_avx512_bf16_supported() or cpu_caps._is_amx_tile_supported()  # type: ignore[union-attr]
+    except AttributeError:  # older torch: no way to ask, stay safe
+        native = False
+    return "bf16" if native else "no"
+
+
+def launched_world_size() -> int:
+    """How many processes the launcher started (1 when there was no launcher)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def _has_device() -> bool:
+    import torch
+
+    accel = getattr(torch, "accelerator", None)
+    if accel is not None and hasattr(accel, "is_available"):
+        return bool(accel.is_available())
+    return torch.cuda.is_available()
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_launch() -> None:
+    """Refuse the launches that would silently train something else than asked."""
+    if "WORLD_SIZE" not in os.environ and os.environ.get("MASTER_ADDR") and "ACCELERATE_USE_CPU" in os.environ \
+            and "ACCELERATE_MIXED_PRECISION" in os.environ:
+        # accelerate's simple launcher sets MASTER_ADDR only when asked for several processes, yet starts one.
+        raise RecipeError("this is a single process: `accelerate launch --cpu --num_processes N` starts ONE "
+                          "process, not N", hint=HOW_TO_LAUNCH)
+    for env, what in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"),
+                      ("ACCELERATE_USE_MEGATRON_LM", "Megatron-LM")):
+        if _flag(env):
+            raise RecipeError(f"the launch asks for {what} ({env} is set, e.g. by an accelerate config). "
+                              f"{UNSHARDED_ONLY}", hint="launch with an accelerate config whose distributed_type "
+                                                        "is MULTI_GPU or MULTI_CPU, or with no config")
+
+
+def make_accelerator(recipe: Recipe) -> Accelerator:
+    """The run's one Accelerator: N processes when launched as N (over gloo on a machine without GPUs), the
+    recipe's mixed precision, accumulation, collective timeout and DDP settings."""
+    from datetime import timedelta
+
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, set_seed
+
+    from hfpipe.pipeline.runner import quiet_libraries
+
+    check_launch()
+    quiet_libraries()
+    dist = recipe.distributed or DistributedConfig()
+    world = launched_world_size()
+    # Several processes and no GPU: accelerate would give every process a world of its own (each writing the same
+    # run directory) unless told to use the CPU, which then runs them over gloo.
+    cpu = world > 1 and not _has_device()
+    find_unused = dist.find_unused_parameters
+    if find_unused is None:
+        find_unused = recipe.model.architecture == "encoder-decoder"
+    accelerator = Accelerator(
+        cpu=cpu, mixed_precision=resolve_mixed_precision(recipe.train.mixed_precision, cpu=cpu),
+        gradient_accumulation_steps=recipe.train.gradient_accumulation_steps,
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=dist.timeout_minutes)),
+                         DistributedDataParallelKwargs(find_unused_parameters=find_unused)])
+    if accelerator.num_processes != world:
+        raise RecipeError(f"the launcher started {world} processes but they did not join one run "
+                          f"(accelerate sees {accelerator.num_processes})", hint=HOW_TO_LAUNCH)
+    if str(accelerator.distributed_type).rsplit(".", 1)[-1] in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        raise RecipeError(f"the launch set up {accelerator.distributed_type}. {UNSHARDED_ONLY}")
+    set_seed(recipe.train.seed)
+    return accelerator
+
+
+def describe(accelerator: Accelerator) -> dict[str, Any]:
+    """World size, backend and each process's device, for the manifest (a collective: call on every process)."""
+    import torch
+
+    device = accelerator.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    devices = [f"{device} ({name})"]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        devices = gather_object(devices)
+    return {"world_size": accelerator.num_processes, "num_machines": int(os.environ.get("GROUP_WORLD_SIZE", "1")),
+            "distributed_type": str(accelerator.distributed_type).rsplit(".", 1)[-1],
+            "backend": accelerator.state.backend or None, "mixed_precision": str(accelerator.mixed_precision),
+            "devices": devices}
+
+
+# --------------------------------------------------------------------------------------------- --processes N
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_command(processes: int, child_args: list[str], dist: DistributedConfig | None) -> tuple[list[str],
+                                                                                                 dict[str, str]]:
+    """accelerate's launcher command and environment for `processes` processes running `hfpipe CHILD_ARGS`."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+    env = dict(os.environ)
+    if dist is not None and dist.accelerate_config:
+        cmd += ["--config_file", dist.accelerate_config]
+    else:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if 0 < gpus < processes:
+            raise RecipeError(f"--processes {processes} but this machine has {gpus} GPU(s)",
+                              hint=f"use --processes {gpus} or fewer, one process per GPU")
+        if gpus == 0:
+            env["ACCELERATE_USE_CPU"] = "1"
+            # N processes share the cores; torch's launcher would give each one thread.
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+        cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", str(_free_port())]
+    return cmd + ["-m", "hfpipe", *child_args], env
+
+
+def run_processes(processes: int, child_args: list[str], dist: DistributedConfig | None) -> int:
+    """Run `hfpipe CHILD_ARGS` on `processes` processes; returns the main process's exit code."""
+    if launched_world_size() > 1:
+        raise RecipeError("--processes inside a launched process", hint="give the process count to the launcher "
+                                                                        "or to --processes, not both")
+    cmd, env = launch_command(processes, child_args, dist)
+    with tempfile.TemporaryDirectory(prefix="hfpipe-launch-") as tmp:
+        code_file = Path(tmp) / "exit-code"
+        env[EXIT_CODE_FILE_ENV] = str(code_file)
+        try:
+            launcher = subprocess.run(cmd, env=env)
+        except KeyboardInterrupt:
+            return 130
+        main_code = int(code_file.read_text()) if code_file.exists() else None
+    if launcher.returncode == 0:
+        return 0
+    # The launcher stops every process when one fails and then exits 1: the main process's own code tells why.
+    return main_code if main_code else 1
+
+
+def record_exit_code(code: int) -> None:
+    """In a `--processes` launch, the main process leaves its exit code for the parent."""
+    path = os.environ.get(EXIT_CODE_FILE_ENV)
+    if path and os.environ.get("RANK", "0") == "0":
+        try:
+            Path(path).write_text(str(code))
+        except OSError:
+            pass
