@@ -13,7 +13,8 @@ Exit codes (documented in the README):
     5  model or tokenizer error (cannot load/build, incompatible sizes)
     6  training error (loss became NaN/inf, out of memory)
     7  run-directory error (not a run, missing artifact, resume mismatch)
-    8  metric gate failed (`evaluate.fail_below`)
+    8  metric gate failed (a gate in `gates:` / `--gate`, or `evaluate.fail_below`)
+    9  could not compare with the baseline (none given, not found, unreadable, or not scorable the same way)
   130  interrupted (Ctrl-C)
 """
 
@@ -33,6 +34,7 @@ class HfpipeError(Exception):
         self.where = where
         self.hint = hint
         self.details = list(details or [])
+        self.reported = False  # True once a `--json` record has said it (the CLI then prints no error record)
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -77,3 +79,10 @@ class RunDirError(HfpipeError):
 class MetricGateError(HfpipeError):
     exit_code = 8
     title = "Metric gate failed"
+
+
+class BaselineError(HfpipeError):
+    """A gate needs the baseline and it could not be scored: never a pass."""
+
+    exit_code = 9
+    title = "Could not compare with the baseline"

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import typer
 
-from hfpipe.cli import commands_data, commands_hub, commands_model, commands_recipe, commands_run
+from hfpipe.cli import (
+    commands_data,
+    commands_hub,
+    commands_model,
+    commands_recipe,
+    commands_run,
+    commands_runs,
+)
 from hfpipe.cli.common import run_cli
 
 
@@ -39,7 +46,7 @@ def build_app() -> typer.Typer:
                                            help="Print the version and exit.")) -> None:
         """Fine-tune Hugging Face sequence-to-sequence models from one YAML recipe."""
 
-    for module in (commands_recipe, commands_data, commands_run, commands_model, commands_hub):
+    for module in (commands_recipe, commands_data, commands_run, commands_model, commands_hub, commands_runs):
         module.register(app)
     return app
 

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import typer
 from rich.table import Table
 
-from hfpipe.cli.common import make_console
+from hfpipe.cli.common import make_console, print_json
 
 
 def _size(n: int) -> str:
@@ -39,6 +39,11 @@ def push(
         show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Show the files and the model card; no token, no network.")] = False,
+    ignore_gates: Annotated[bool, typer.Option(
+        "--ignore-gates", help="Push even though the run's gates (gates.json) did not pass.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON record on stdout (the commit or pull request); the rest goes to stderr.")]
+        = False,
 ) -> None:
     """Push a run to the Hugging Face Hub: model (safetensors), tokenizer, model card, recipe and metrics.
 
@@ -47,6 +52,8 @@ def push(
     """
     from hfpipe.pipeline.hub import push_run, push_settings
 
+    if not dry_run and not ignore_gates:
+        refuse_failed_gates(run_dir)
     settings = push_settings(run_dir) if (run_dir / "recipe.yaml").is_file() else {}
     result = push_run(
         run_dir,
@@ -58,7 +65,15 @@ def push(
         dry_run=dry_run,
     )
 
-    console = make_console()
+    console = make_console(stderr=as_json)
+    if as_json:
+        from hfpipe.pipeline.runner import push_record
+        from hfpipe.runs.record import SCHEMA_VERSION
+
+        print_json({"schema_version": SCHEMA_VERSION, "command": "push", "status": "ok", "exit_code": 0,
+                    "run_dir": str(run_dir), "dry_run": dry_run,
+                    "push": None if dry_run else push_record(result),
+                    "files": [{"path": f.path_in_repo, "size": f.size} for f in result.files]})
     table = Table(title=f"{'Would push' if dry_run else 'Pushed'} to {result.repo_id} ({result.revision})",
                   title_justify="left")
     table.add_column("file")
@@ -84,6 +99,26 @@ def push(
         console.print(f"[green]Committed[/green] {result.commit_url}", soft_wrap=True)
     tree = f"/tree/{quote(result.revision, safe='')}" if result.revision != "main" else ""
     console.print(f"Model: {result.repo_url}{tree}", soft_wrap=True)
+
+
+def refuse_failed_gates(run_dir: Path) -> None:
+    """A run whose gates failed (or could not compare) is not published by accident."""
+    import json
+
+    from hfpipe.errors import BaselineError, MetricGateError
+
+    path = run_dir / "gates.json"
+    try:
+        gates = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        gates = {"status": "unreadable"}
+    if not gates or gates.get("status") == "passed":
+        return
+    kind = BaselineError if gates.get("status") == "could_not_compare" else MetricGateError
+    raise kind(f"not pushed: the run's gates {'could not compare' if kind is BaselineError else 'did not pass'}",
+               where=str(path), details=[str(r.get("gate")) + ": " + str(r.get("reason") or "failed")
+                                         for r in gates.get("results", []) if not r.get("passed")],
+               hint="push a run whose gates passed, or pass --ignore-gates to publish it anyway")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from hfpipe.cli.commands_recipe import SetOpt
-from hfpipe.cli.common import make_console, print_json
+from hfpipe.cli.commands_run import BaselineOpt, GateOpt, JsonOpt, SignificanceOpt
+from hfpipe.cli.common import make_console
 
 TargetArg = Annotated[str, typer.Argument(help="A run directory, or a model folder / Hub id.", show_default=False)]
 
@@ -19,20 +20,19 @@ def evaluate(target: TargetArg,
              recipe: Annotated[Path | None, typer.Option(help="Recipe for the data and generation settings "
                                                               "(default: the run's recipe.yaml).")] = None,
              set_: SetOpt = None,
-             as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False) -> None:
-    """Evaluate a trained model on a split; in a run directory, metrics.json and predictions-<split>.jsonl are
-    updated."""
-    from hfpipe.cli.commands_run import print_summary
+             as_json: JsonOpt = False, gate: GateOpt = None, baseline: BaselineOpt = None,
+             significance: SignificanceOpt = None) -> None:
+    """Evaluate a trained model on a split and check the gates on it; in a run directory, metrics.json,
+    predictions-<split>.jsonl and gates.json are updated."""
+    from hfpipe.cli.commands_run import finish
     from hfpipe.pipeline.inference import evaluate_target
     from hfpipe.pipeline.reporting import RichReporter
 
     console = make_console(stderr=as_json)
     summary = evaluate_target(target, split=split, recipe_path=recipe, overrides=set_ or [],
-                              reporter=RichReporter(console))
-    if as_json:
-        print_json(summary.metrics)
-    else:
-        print_summary(console, summary, summary.task)
+                              reporter=RichReporter(console), gates=gate, baseline=baseline,
+                              significance=significance)
+    finish(console, summary, "evaluate", as_json)
 
 
 def predict(target: TargetArg,

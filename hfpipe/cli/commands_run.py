@@ -10,12 +10,21 @@ import typer
 
 from hfpipe.cli.commands_recipe import RecipeArg, SetOpt
 from hfpipe.cli.common import make_console, print_json
+from hfpipe.errors import HfpipeError
 
 RunDirOpt = Annotated[Path | None, typer.Option("--run-dir", help="Run directory (default: runs/<recipe>-<time>).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --run-dir; finished stages whose "
                                                           "inputs did not change are not redone.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout (progress goes to "
-                                                      "stderr).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON record on stdout (schema_version 1: metrics, "
+                                                      "gates, push, timings); everything else goes to stderr.")]
+GateOpt = Annotated[list[str] | None, typer.Option(
+    "--gate", help='A gate on the test metrics, added to the recipe\'s: "bleu>=25", "bleu>=baseline+0.5", '
+                   '"rougeL>=baseline*1.01". Repeatable. A failed gate exits 8 and blocks the push.')]
+BaselineOpt = Annotated[str | None, typer.Option(
+    "--baseline", help="What baseline gates compare with: a run directory, or hub:NAMESPACE/NAME[@REVISION] "
+                       "(re-scored on the same rows). Cannot be scored: exit 9.")]
+SignificanceOpt = Annotated[float | None, typer.Option(
+    "--significance", min=0.0, max=1.0, help="Baseline gates also need a paired bootstrap p-value below this.")]
 ProcessesOpt = Annotated[int | None, typer.Option(
     "--processes", min=1, help="Train on N processes through accelerate's launcher: one per GPU, or N CPU "
                                "processes on a machine without GPUs. See also `accelerate launch -m hfpipe run`.")]
@@ -35,26 +44,39 @@ def _child_args(argv: list[str]) -> list[str]:
 
 
 def _execute(recipe: Path, set_: list[str] | None, run_dir: Path | None, resume: bool, as_json: bool,
-             until: str, processes: int | None = None) -> None:
+             until: str, processes: int | None = None, gates: list[str] | None = None,
+             baseline: str | None = None, significance: float | None = None) -> None:
     from hfpipe.pipeline.reporting import RichReporter
     from hfpipe.pipeline.runner import run_pipeline
     from hfpipe.recipe.loading import load_recipe
 
     console = make_console(stderr=as_json)
-    loaded = load_recipe(recipe, set_ or [])
+    loaded = load_recipe(recipe, set_ or [], gates=gates, baseline=baseline, significance=significance)
     if processes is not None and processes > 1:
         from hfpipe.pipeline.distributed import run_processes
 
         raise typer.Exit(run_processes(processes, _child_args(sys.argv[1:]), loaded.recipe.distributed))
     summary = run_pipeline(loaded, run_dir=run_dir, resume=resume, reporter=RichReporter(console),
                            argv=["hfpipe", *sys.argv[1:]], until=until)
+    finish(console, summary, "run" if until == "push" else "train", as_json)
+
+
+def finish(console, summary, command: str, as_json: bool) -> None:  # noqa: ANN001 - rich/runner types stay lazy
+    """Print the outcome (a JSON record, or tables for people), then exit with the gates' code."""
+    from hfpipe.runs.gates import raise_for_gates
+    from hfpipe.runs.record import exit_code_of, run_record
+
+    is_run = (Path(summary.run_dir) / "recipe.yaml").is_file()
     if as_json:
-        out = {"run_dir": str(summary.run_dir), "model_dir": str(summary.model_dir), "metrics": summary.metrics,
-               "stage_seconds": summary.stage_seconds, "reused": summary.reused, "train": summary.train,
-               "push": summary.push}
-        print_json(out)
-        return
-    print_summary(console, summary, loaded.recipe.task)
+        print_json(run_record(command, summary.run_dir if is_run else None, summary=summary,
+                              exit_code=exit_code_of(summary.gates), model_dir=summary.model_dir))
+    else:
+        print_summary(console, summary, summary.task)
+    try:
+        raise_for_gates(summary.gates)
+    except HfpipeError as err:
+        err.reported = as_json  # the record above already says it: no second JSON document
+        raise
 
 
 def print_summary(console, summary, task: str) -> None:  # noqa: ANN001 - rich/runner types stay lazy
@@ -79,9 +101,11 @@ def print_summary(console, summary, task: str) -> None:  # noqa: ANN001 - rich/r
 
 
 def run(recipe: RecipeArg, set_: SetOpt = None, run_dir: RunDirOpt = None, resume: ResumeOpt = False,
-        as_json: JsonOpt = False, processes: ProcessesOpt = None) -> None:
-    """Run every stage: data → tokenizer → model → train → evaluate (→ push when the recipe says so)."""
-    _execute(recipe, set_, run_dir, resume, as_json, "push", processes)
+        as_json: JsonOpt = False, processes: ProcessesOpt = None, gate: GateOpt = None,
+        baseline: BaselineOpt = None, significance: SignificanceOpt = None) -> None:
+    """Run every stage: data → tokenizer → model → train → evaluate → gates (→ push when the recipe says so and
+    the gates pass)."""
+    _execute(recipe, set_, run_dir, resume, as_json, "push", processes, gate, baseline, significance)
 
 
 def train(recipe: RecipeArg, set_: SetOpt = None, run_dir: RunDirOpt = None, resume: ResumeOpt = False,

@@ -48,6 +48,12 @@ def error_panel(err: HfpipeError) -> Panel:
 
 def fail(err: HfpipeError) -> NoReturn:
     make_console(stderr=True).print(error_panel(err))
+    if "--json" in sys.argv[1:] and not err.reported:
+        # A CI job reading stdout still gets exactly one document, saying what went wrong.
+        from hfpipe.runs.record import error_record
+
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "hfpipe")
+        print_json(error_record(command, err))
     raise SystemExit(err.exit_code)
 
 
@@ -81,7 +87,7 @@ def run_cli(app: typer.Typer) -> None:
         code = done.code if isinstance(done.code, int) else int(done.code is not None)
         raise
     finally:
-        if os.environ.get("HFPIPE_EXIT_CODE_FILE"):  # a process of `hfpipe run --processes N`
+        if os.environ.get("HFPIPE_EXIT_CODE_DIR"):  # a process of `hfpipe run --processes N`
             from hfpipe.pipeline.distributed import record_exit_code
 
             record_exit_code(code)
@@ -112,9 +118,13 @@ def _run_app(app: typer.Typer, debug: bool) -> None:
             raise SystemExit(130)
         if debug:
             raise
-        console = make_console(stderr=True)
+        # Printed by every process: an unexpected failure (out of memory, a DDP error) often hits one process
+        # only, and the launcher then stops the others, so the main process may not know why.
+        rank = os.environ.get("RANK", "0")
+        console = Console(stderr=True, highlight=False)
         console.print(Panel(
             Text(f"{type(err).__name__}: {err}\n\nThis is a bug in hfpipe (or an environment problem it does not "
                  "recognise yet). Rerun with --debug for the traceback and please report it."),
-            title="[red]Internal error[/red] (exit 1)", title_align="left", border_style="red", expand=False))
+            title=f"[red]Internal error[/red] (exit 1){f' on process {rank}' if rank != '0' else ''}",
+            title_align="left", border_style="red", expand=False))
         raise SystemExit(1)

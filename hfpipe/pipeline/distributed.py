@@ -22,9 +22,9 @@ from hfpipe.recipe.schema import UNSHARDED_ONLY, DistributedConfig, Recipe
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-# The child's exit code, written by the main process of a `--processes` launch for the parent to return: the
-# launcher itself exits 1 whatever its workers' codes were.
-EXIT_CODE_FILE_ENV = "HFPIPE_EXIT_CODE_FILE"
+# Where the processes of a `--processes` launch leave their exit codes for the parent to return: the launcher
+# itself exits 1 whatever its workers' codes were.
+EXIT_CODE_DIR_ENV = "HFPIPE_EXIT_CODE_DIR"
 
 HOW_TO_LAUNCH = ("start N processes with `hfpipe run RECIPE --processes N`, `accelerate launch --multi_gpu "
                  "--num_processes N -m hfpipe run RECIPE` or `torchrun --nproc_per_node N -m hfpipe run RECIPE`")
@@ -71,8 +71,8 @@ def _flag(name: str) -> bool:
 
 def check_launch() -> None:
     """Refuse the launches that would silently train something else than asked."""
-    if "WORLD_SIZE" not in os.environ and os.environ.get("MASTER_ADDR") and "ACCELERATE_USE_CPU" in os.environ \
-            and "ACCELERATE_MIXED_PRECISION" in os.environ:
+    if "WORLD_SIZE" not in os.environ and os.environ.get("MASTER_ADDR") and \
+            os.environ.get("ACCELERATE_USE_CPU") == "True" and "ACCELERATE_MIXED_PRECISION" in os.environ:
         # accelerate's simple launcher sets MASTER_ADDR only when asked for several processes, yet starts one.
         raise RecipeError("this is a single process: `accelerate launch --cpu --num_processes N` starts ONE "
                           "process, not N", hint=HOW_TO_LAUNCH)
@@ -142,54 +142,80 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(processes: int, child_args: list[str], dist: DistributedConfig | None) -> tuple[list[str],
-                                                                                                 dict[str, str]]:
-    """accelerate's launcher command and environment for `processes` processes running `hfpipe CHILD_ARGS`."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes)]
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may use (a container's limit)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def launch_command(processes: int, child_args: list[str], dist: DistributedConfig | None,
+                   config_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """accelerate's launcher command and environment for `processes` processes running `hfpipe CHILD_ARGS`.
+
+    Without distributed.accelerate_config the launch gets a config file of its own (written in `config_dir`), so
+    the user's default accelerate config (`accelerate config`: its gpu_ids, debug or FSDP settings) does not
+    silently change what `--processes N` means."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     env = dict(os.environ)
     if dist is not None and dist.accelerate_config:
-        cmd += ["--config_file", dist.accelerate_config]
-    else:
-        import torch
+        cmd += ["--config_file", dist.accelerate_config, "--num_processes", str(processes)]
+        return cmd + ["-m", "hfpipe", *child_args], env
+    import torch
 
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if 0 < gpus < processes:
-            raise RecipeError(f"--processes {processes} but this machine has {gpus} GPU(s)",
-                              hint=f"use --processes {gpus} or fewer, one process per GPU")
-        if gpus == 0:
-            env["ACCELERATE_USE_CPU"] = "1"
-            # N processes share the cores; torch's launcher would give each one thread.
-            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
-        cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", str(_free_port())]
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if 0 < gpus < processes:
+        raise RecipeError(f"--processes {processes} but this machine has {gpus} GPU(s)",
+                          hint=f"use --processes {gpus} or fewer, one process per GPU")
+    if gpus == 0:
+        env["ACCELERATE_USE_CPU"] = "1"
+        # N processes share the cores; torch's launcher would give each one thread.
+        env.setdefault("OMP_NUM_THREADS", str(max(1, _cores() // processes)))
+    config = config_dir / "accelerate.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\ngpu_ids: all\n"
+                      f"num_processes: {processes}\nnum_machines: 1\nmachine_rank: 0\nmixed_precision: 'no'\n"
+                      "use_cpu: false\nrdzv_backend: static\nsame_network: true\nmain_training_function: main\n")
+    cmd += ["--config_file", str(config), "--num_processes", str(processes),
+            "--main_process_port", str(_free_port())]
     return cmd + ["-m", "hfpipe", *child_args], env
 
 
 def run_processes(processes: int, child_args: list[str], dist: DistributedConfig | None) -> int:
-    """Run `hfpipe CHILD_ARGS` on `processes` processes; returns the main process's exit code."""
+    """Run `hfpipe CHILD_ARGS` on `processes` processes; returns the main process's exit code (or, when it left
+    none, the first other process's that failed)."""
+    import signal
+
     if launched_world_size() > 1:
         raise RecipeError("--processes inside a launched process", hint="give the process count to the launcher "
                                                                         "or to --processes, not both")
-    cmd, env = launch_command(processes, child_args, dist)
     with tempfile.TemporaryDirectory(prefix="hfpipe-launch-") as tmp:
-        code_file = Path(tmp) / "exit-code"
-        env[EXIT_CODE_FILE_ENV] = str(code_file)
+        cmd, env = launch_command(processes, child_args, dist, Path(tmp))
+        env[EXIT_CODE_DIR_ENV] = tmp
+        launcher = subprocess.Popen(cmd, env=env)
         try:
-            launcher = subprocess.run(cmd, env=env)
+            returncode = launcher.wait()
         except KeyboardInterrupt:
+            # The workers run in sessions of their own: only the launcher can stop them, so give it the time.
+            launcher.send_signal(signal.SIGTERM)
+            try:
+                launcher.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                launcher.kill()
             return 130
-        main_code = int(code_file.read_text()) if code_file.exists() else None
-    if launcher.returncode == 0:
+        codes = {int(p.name.split(".")[1]): int(p.read_text() or 1) for p in Path(tmp).glob("exit-code.*")}
+    if returncode == 0:
         return 0
-    # The launcher stops every process when one fails and then exits 1: the main process's own code tells why.
-    return main_code if main_code else 1
+    # The launcher stops every process when one fails and then exits 1: the processes' own codes tell why.
+    if codes.get(0):
+        return codes[0]
+    return next((code for _, code in sorted(codes.items()) if code), 1)
 
 
 def record_exit_code(code: int) -> None:
-    """In a `--processes` launch, the main process leaves its exit code for the parent."""
-    path = os.environ.get(EXIT_CODE_FILE_ENV)
-    if path and os.environ.get("RANK", "0") == "0":
+    """In a `--processes` launch, every process leaves its exit code for the parent."""
+    folder = os.environ.get(EXIT_CODE_DIR_ENV)
+    if folder:
         try:
-            Path(path).write_text(str(code))
-        except OSError:
+            (Path(folder) / f"exit-code.{int(os.environ.get('RANK', '0'))}").write_text(str(code))
+        except (OSError, ValueError):
             pass

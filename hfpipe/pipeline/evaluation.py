@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,9 +141,7 @@ class SplitResult:
     num_samples: int
     seconds: float
     predictions_file: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    predictions: list[str] = field(default_factory=list, repr=False)
 
 
 def evaluate_split(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, split: str,
@@ -169,4 +167,4 @@ def evaluate_split(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, r
         if spill is not None and spill.exists():
             spill.unlink()
     return SplitResult(split, metrics, len(examples), round(time.perf_counter() - start, 2),
-                       str(path) if path else None)
+                       str(path) if path else None, predictions)

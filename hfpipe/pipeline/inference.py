@@ -8,14 +8,14 @@ from typing import TYPE_CHECKING
 from hfpipe.errors import RunDirError
 from hfpipe.pipeline.data import read_splits
 from hfpipe.pipeline.reporting import Reporter
-from hfpipe.pipeline.rundir import RunDir
+from hfpipe.pipeline.rundir import RunDir, json_atomic
 from hfpipe.pipeline.distributed import make_accelerator
 from hfpipe.pipeline.runner import (
     RunSummary,
-    check_gate,
     quiet_libraries,
     write_metrics,
 )
+from hfpipe.runs.gates import gate_split, recipe_gates, run_gates
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -101,8 +101,9 @@ def predict_lines(target: str, lines: list[str], *, num_beams: int | None = None
 
 
 def evaluate_target(target: str, *, split: str, recipe_path: Path | None, overrides: list[str],
-                    reporter: Reporter) -> RunSummary:
-    """Evaluate a run's model (or any model folder with --recipe) on one split."""
+                    reporter: Reporter, gates: list[str] | None = None, baseline: str | None = None,
+                    significance: float | None = None) -> RunSummary:
+    """Evaluate a run's model (or any model folder with --recipe) on one split, and check the gates on it."""
     from hfpipe.pipeline.evaluation import (
         GenerationSettings,
         default_max_new_tokens,
@@ -115,7 +116,8 @@ def evaluate_target(target: str, *, split: str, recipe_path: Path | None, overri
     if recipe_path is None and not is_run:
         raise RunDirError(f"{target} is not a run directory, so hfpipe does not know the data to evaluate on",
                           hint="pass --recipe RECIPE.yaml (its data and evaluate sections are used)")
-    loaded = load_recipe(recipe_path or path / "recipe.yaml", overrides)
+    loaded = load_recipe(recipe_path or path / "recipe.yaml", overrides, gates=gates, baseline=baseline,
+                         significance=significance)
     recipe = loaded.recipe
     splits, _ = read_splits(recipe)
     if split not in splits:
@@ -141,5 +143,11 @@ def evaluate_target(target: str, *, split: str, recipe_path: Path | None, overri
                          model_dir=path / "model" if is_run else path, task=recipe.task)
     if is_run and accelerator.is_main_process:
         write_metrics(RunDir(path), recipe, summary, settings)
-    check_gate(recipe, summary.metrics)
+    if recipe_gates(recipe) and gate_split(recipe, [split]) == split:
+        reporter.stage("gates", f"{split} split")
+        report = run_gates(recipe, split=split, metrics=res.metrics, predictions=res.predictions, examples=examples,
+                           settings=settings, accelerator=accelerator, on_message=reporter.info)
+        summary.gates = report.to_dict()
+        if is_run and accelerator.is_main_process:
+            json_atomic(path / "gates.json", summary.gates)
     return summary

@@ -35,6 +35,7 @@ from hfpipe.pipeline.rundir import (
 )
 from hfpipe.recipe.loading import LoadedRecipe, recipe_to_yaml
 from hfpipe.recipe.schema import Recipe
+from hfpipe.runs.gates import gate_split, recipe_gates, run_gates
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -66,6 +67,7 @@ class RunSummary:
     model_dir: Path | None = None
     task: str = "translation"
     distributed: dict[str, Any] | None = None
+    gates: dict[str, Any] | None = None
 
 
 def _section_fingerprint(recipe: Recipe, *sections: str, extra: Any = None) -> str:
@@ -143,6 +145,8 @@ def write_manifest(run: RunDir, loaded: LoadedRecipe, report: DataReport, argv: 
         manifest["distributed"] = summary.distributed
         manifest["stage_seconds"] = summary.stage_seconds
         manifest["reused"] = summary.reused
+        manifest["gates"] = summary.gates["status"] if summary.gates else None
+        manifest["push"] = summary.push
     json_atomic(run.manifest, manifest)
 
 
@@ -254,19 +258,21 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
 
     # ---- evaluation
     eval_fp = _section_fingerprint(recipe, "evaluate", extra={"train": train_fp, "max_new": prepared.max_new_tokens})
+    predictions: dict[str, list[str]] = {}
+    evaluated: dict[str, list[Example]] = {}
+    for split in recipe.evaluate.splits:
+        if split not in prepared.splits:
+            reporter.info(f"[yellow]no {split} split: skipped[/yellow]")
+            continue
+        examples = prepared.splits[split]
+        evaluated[split] = examples[:recipe.evaluate.max_samples] if recipe.evaluate.max_samples else examples
     if resume and run.is_done("evaluate", eval_fp) and run.metrics.exists():
         reporter.stage("evaluate", "inputs unchanged: reusing metrics.json")
         summary.reused.append("evaluate")
         summary.metrics = json.loads(run.metrics.read_text())["splits"]
     else:
         t0 = time.perf_counter()
-        for split in recipe.evaluate.splits:
-            if split not in prepared.splits:
-                reporter.info(f"[yellow]no {split} split: skipped[/yellow]")
-                continue
-            examples = prepared.splits[split]
-            if recipe.evaluate.max_samples:
-                examples = examples[:recipe.evaluate.max_samples]
+        for split, examples in evaluated.items():
             reporter.stage("evaluate", f"{split} ({len(examples):,} rows, beams {generation.num_beams}, "
                                        f"max_new_tokens {generation.max_new_tokens})")
             update = reporter.progress(f"generating {split}", len(examples))
@@ -276,30 +282,72 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
             reporter.done()
             res.metrics["seconds"] = res.seconds
             summary.metrics[split] = res.metrics
+            predictions[split] = res.predictions
         summary.stage_seconds["evaluate"] = round(time.perf_counter() - t0, 2)
         if accelerator.is_main_process:
             write_metrics(run, recipe, summary, generation)
             run.mark("evaluate", eval_fp)
 
-    # The run is complete before any push: a failed push leaves a finished, pushable run (`hfpipe push`).
-    accelerator.wait_for_everyone()
+    # ---- gates (every process: a baseline may be re-scored, sharded like evaluation)
+    split = gate_split(recipe, [s for s in evaluated if s in summary.metrics])
+    if recipe_gates(recipe) and split is not None:
+        t0 = time.perf_counter()
+        reporter.stage("gates", f"{split} split")
+        if split not in predictions:
+            predictions[split] = read_predictions(run.path / f"predictions-{split}.jsonl")
+        report = run_gates(recipe, split=split, metrics=summary.metrics[split], predictions=predictions[split],
+                           examples=evaluated[split], settings=generation, accelerator=accelerator,
+                           on_message=reporter.info)
+        summary.gates = report.to_dict()
+        for result in report.results:
+            reporter.info(("[green]pass[/green] " if result.passed else "[red]FAIL[/red] ") + result.describe())
+        if report.could_not_compare:
+            reporter.info(f"[red]could not compare[/red]: {report.could_not_compare}")
+        summary.stage_seconds["gates"] = round(time.perf_counter() - t0, 2)
+        if accelerator.is_main_process:
+            json_atomic(run.path / "gates.json", summary.gates)
+
+    # The run is complete before any push: a failed push leaves a finished, pushable run (`hfpipe push`). The
+    # barrier comes after the manifest, so no process leaves (a failed gate exits at once) before it is written.
     if accelerator.is_main_process:
         write_manifest(run, loaded, prepared.report, argv, started, "finished", summary)
-    check_gate(recipe, summary.metrics)
+    accelerator.wait_for_everyone()
 
-    # ---- push (main process only, and only after a successful evaluation that passed its gate)
-    if push and recipe.push is not None and recipe.push.enabled and recipe.push.repo_id:
+    # ---- push (main process only, and only after a successful evaluation whose gates passed)
+    gates_passed = summary.gates is None or summary.gates["passed"]
+    if push and gates_passed and recipe.push is not None and recipe.push.enabled and recipe.push.repo_id:
         if accelerator.is_main_process:
             t0 = time.perf_counter()
             reporter.stage("push", recipe.push.repo_id)
             from hfpipe.pipeline.hub import push_after_run
 
             result = push_after_run(run.path, recipe.push.model_dump())
-            summary.push = {"url": getattr(result, "repo_url", None)} if result else None
+            summary.push = push_record(result)
             summary.stage_seconds["push"] = round(time.perf_counter() - t0, 2)
             write_manifest(run, loaded, prepared.report, argv, started, "finished", summary)
+    elif push and not gates_passed and recipe.push is not None and recipe.push.repo_id:
+        reporter.info("[yellow]not pushed: the gates did not pass[/yellow]")
     # No barrier after the push: a failed push on the main process must not leave the others waiting.
     return summary
+
+
+def read_predictions(path: Path) -> list[str]:
+    """The predictions column of a predictions-<split>.jsonl file, in data order."""
+    try:
+        return [json.loads(line)["prediction"] for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+    except (OSError, ValueError, KeyError) as err:
+        raise RunDirError(f"cannot read the predictions in {path}: {err}", where=str(path),
+                          hint="evaluate again: `hfpipe evaluate RUN_DIR`") from None
+
+
+def push_record(result: Any) -> dict[str, Any] | None:
+    """What a push did, for the run's record: where, which commit, or which pull request."""
+    if result is None:
+        return None
+    return {"repo_id": result.repo_id, "revision": result.revision, "url": result.repo_url,
+            "commit": result.commit_oid, "commit_url": result.commit_url, "pr_url": result.pr_url,
+            "changed": result.changed}
 
 
 def _generation_settings(recipe: Recipe, prepared: Prepared, model: Any) -> Any:
@@ -333,18 +381,3 @@ def write_metrics(run: RunDir, recipe: Recipe, summary: RunSummary, generation: 
         if m.get("by_length"):
             plot_length_buckets(m["by_length"], key, run.path / f"length-{split}.png",
                                 f"{key} by source length ({split})")
-
-
-def check_gate(recipe: Recipe, metrics: dict[str, dict[str, Any]]) -> None:
-    """`evaluate.fail_below`: a CI gate on the test split (or the first evaluated split)."""
-    from hfpipe.errors import MetricGateError
-
-    if not recipe.evaluate.fail_below or not metrics:
-        return
-    split = "test" if "test" in metrics else next(iter(metrics))
-    failures = [f"{name} = {metrics[split].get(name.removeprefix('eval_'))} < {bound}"
-                for name, bound in recipe.evaluate.fail_below.items()
-                if (metrics[split].get(name.removeprefix("eval_")) or 0) < bound]
-    if failures:
-        raise MetricGateError(f"the {split} metrics are below the recipe's evaluate.fail_below", details=failures,
-                              hint="the run directory holds the model and predictions for inspection")

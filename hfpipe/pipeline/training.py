@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
+# fp16 only: optimizer steps in a row with a non-finite loss before training stops with an error.
+FP16_MAX_OVERFLOWS = 20
+
+
 # --------------------------------------------------------------------------------------------- batching
 class LengthGroupedBatches:
     """Batches of examples of similar length, as many per batch as fit `max_tokens` padded tokens (source +
@@ -201,8 +205,8 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
     # batch_in_epoch counts one process's batches of an epoch that was dealt out to this many processes, each
     # accumulating this many micro-batches per step: a resume must deal it out the same way.
-    processes: int = 1
-    accumulation: int = 1
+    processes: int | None = None  # None: a checkpoint from before hfpipe recorded it
+    accumulation: int | None = None
 
 
 @dataclass
@@ -284,7 +288,9 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     log_path = run_dir / "train_log.jsonl"
     pad_id = tokenizer.pad_token_id
 
-    n_proc, accum = accelerator.num_processes, cfg.gradient_accumulation_steps
+    # The Accelerator's own count (an ACCELERATE_GRADIENT_ACCUMULATION_STEPS variable would override the recipe's):
+    # the batch grouping and the loss scale below must agree with when accelerate syncs gradients.
+    n_proc, accum = accelerator.num_processes, accelerator.gradient_accumulation_steps
     src_len = [len(x) for x in train_set["input_ids"]]
     tgt_len = [len(x) for x in train_set["labels"]]
     sampler = LengthGroupedBatches(src_len, tgt_len, max_rows=cfg.batch_size, max_tokens=cfg.batch_tokens,
@@ -319,7 +325,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
         last = latest_checkpoint(ckpt_dir)
         if last is not None:
             saved = TrainState(**json.loads((last / "trainer_state.json").read_text()))
-            if (saved.processes, saved.accumulation) != (n_proc, accum):
+            if saved.processes is not None and (saved.processes, saved.accumulation) != (n_proc, accum):
                 raise RunDirError(f"cannot resume from {last}: it was trained on {saved.processes} process(es) with "
                                   f"gradient accumulation {saved.accumulation}, this launch has {n_proc} and "
                                   f"{accum}", where=str(last),
@@ -342,8 +348,8 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
         checkpoint counts for --resume."""
         accelerator.wait_for_everyone()
         path = ckpt_dir / f"step-{state.step}"
-        if (path / "trainer_state.json").exists():
-            return  # this step is already checkpointed
+        if shared_flag(accelerator, (path / "trainer_state.json").exists()):
+            return  # this step is already checkpointed (decided by the main process: one answer for all)
         accelerator.save_state(str(path))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -395,6 +401,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     step_bad = torch.zeros((), dtype=torch.float64, device=device)
     window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
     last_loss: float | None = None
+    overflows = 0
     finished = budget.done(state.step, clock["shared"])
     while not finished:
         epoch_loader = loader
@@ -430,7 +437,10 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
                     global_loss, bad, clock["shared"] = totals.tolist()
                     step_loss.zero_()
                     step_bad.zero_()
-                    if bad:
+                    overflows = overflows + 1 if bad else 0
+                    # fp16 overflows now and then and the gradient scaler skips those steps; only a loss that stays
+                    # non-finite is an error there. Elsewhere the first one is.
+                    if bad and (accelerator.mixed_precision != "fp16" or overflows >= FP16_MAX_OVERFLOWS):
                         raise TrainingError(f"the loss became non-finite (nan or inf) at step {state.step + 1}"
                                             + (f" on {int(bad)} of {n_proc * accum} micro-batches" if
                                                n_proc * accum > 1 else ""),
@@ -444,7 +454,8 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
                                                 hint="lower train.learning_rate, add warm-up or use "
                                                      "mixed_precision: no")
                 optimizer.step()
-                if accelerator.sync_gradients:
+                # fp16: a step the gradient scaler skipped (overflow) does not advance the schedule either.
+                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             if not accelerator.sync_gradients:
@@ -452,8 +463,9 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
             state.step += 1
             state.seconds = clock["shared"]
             state.tokens += global_tokens
-            window_loss += global_loss
-            window_tokens += global_tokens
+            if math.isfinite(global_loss):  # an fp16 overflow step (skipped) stays out of the logged loss
+                window_loss += global_loss
+                window_tokens += global_tokens
             if state.step % cfg.log_every_steps == 0:
                 now = time.perf_counter()
                 last_loss = window_loss / max(window_tokens, 1)
@@ -490,7 +502,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     unwrapped = accelerator.unwrap_model(model)
     best = ckpt_dir / "best"
     accelerator.wait_for_everyone()
-    if state.best_step is not None and state.best_step != state.step and best.exists():
+    if state.best_step is not None and state.best_step != state.step and shared_flag(accelerator, best.exists()):
         load_model(unwrapped, str(best / "model.safetensors"))
     from hfpipe.pipeline.models import count_parameters
 

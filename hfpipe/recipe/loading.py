@@ -24,7 +24,8 @@ from hfpipe.recipe.schema import Recipe
 # Keys whose values are local paths when they exist; Hub ids stay as they are.
 _FILE_KEYS = (("data", "files", "train"), ("data", "files", "validation"), ("data", "files", "test"),
               ("distributed", "accelerate_config"))
-_MAYBE_PATH_KEYS = (("tokenizer", "from"), ("model", "pretrained"), ("model", "encoder"), ("model", "decoder"))
+_MAYBE_PATH_KEYS = (("tokenizer", "from"), ("model", "pretrained"), ("model", "encoder"), ("model", "decoder"),
+                    ("gates", "baseline"))
 _MAX_EXTENDS_DEPTH = 10
 
 
@@ -314,10 +315,42 @@ def cross_check(recipe: Recipe) -> list[Issue]:
         problem = check_metric_name(recipe.task, name)
         if problem:
             issues.append(Issue(f"evaluate.fail_below.{name}", problem))
+    issues.extend(_gate_issues(recipe))
     if recipe.distributed is not None and recipe.distributed.accelerate_config:
         problem = accelerate_config_problem(Path(recipe.distributed.accelerate_config))
         if problem:
             issues.append(Issue("distributed.accelerate_config", problem))
+    return issues
+
+
+def _gate_issues(recipe: Recipe) -> list[Issue]:
+    from hfpipe.errors import RecipeError as GateSyntaxError
+    from hfpipe.runs.gates import TESTABLE, parse_gate
+
+    g = recipe.gates
+    if g is None:
+        return []
+    issues, parsed = [], []
+    for i, text in enumerate(g.checks):
+        try:
+            parsed.append(parse_gate(text, recipe.task))
+        except GateSyntaxError as err:
+            issues.append(Issue(f"gates.checks[{i}]", f"{err.message}; {err.hint}" if err.hint else err.message))
+    relative = [gate for gate in parsed if gate.needs_baseline]
+    if relative and not g.baseline:
+        issues.append(Issue("gates.baseline", f"{relative[0].text!r} compares with a baseline, and none is given: "
+                                              "set gates.baseline (a run directory or hub:NAMESPACE/NAME) or pass "
+                                              "--baseline"))
+    if g.significance is not None:
+        for gate in relative:
+            if gate.metric not in TESTABLE:
+                issues.append(Issue("gates.significance", f"no significance test for {gate.metric!r} (gate "
+                                                          f"{gate.text!r}); testable: {', '.join(TESTABLE)}"))
+        if g.baseline_from_card:
+            issues.append(Issue("gates.significance", "a significance test needs the baseline's predictions, and "
+                                                      "gates.baseline_from_card gives only its card's numbers"))
+    if g.baseline_from_card and not (g.baseline or "").startswith("hub:"):
+        issues.append(Issue("gates.baseline_from_card", "only a Hub baseline (hub:NAMESPACE/NAME) has a model card"))
     return issues
 
 
@@ -356,11 +389,30 @@ def raise_issues(issues: list[Issue], path: Path) -> None:
                           hint="fix the keys above; `hfpipe schema` prints every key with its type and default")
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedRecipe:
-    """Read, merge, override and validate a recipe; raise one RecipeError listing every problem."""
+def load_recipe(path: str | Path, overrides: list[str] | None = None, *, gates: list[str] | None = None,
+                baseline: str | None = None, significance: float | None = None) -> LoadedRecipe:
+    """Read, merge, override and validate a recipe; raise one RecipeError listing every problem.
+
+    `gates` (--gate) are added to the recipe's gates.checks; `baseline` (--baseline) and `significance`
+    (--significance) replace gates.baseline and gates.significance."""
     path = Path(path).expanduser()
     data, lines = _load_with_extends(path)
     issues = apply_overrides(data, list(overrides or []), lines)
+    if gates or baseline or significance is not None:
+        section = data.get("gates") if isinstance(data.get("gates"), dict) else {}
+        data["gates"] = section
+        if gates:
+            checks = section.get("checks") if isinstance(section.get("checks"), list) else []
+            section["checks"] = [*checks, *gates]
+            for i in range(len(checks), len(section["checks"])):
+                lines[("gates", "checks", str(i))] = f"--gate {section['checks'][i]}"
+        if baseline:
+            local = Path(baseline).expanduser()
+            section["baseline"] = str(local.resolve()) if not baseline.startswith("hub:") else baseline
+            lines[("gates", "baseline")] = f"--baseline {baseline}"
+        if significance is not None:
+            section["significance"] = significance
+            lines[("gates", "significance")] = f"--significance {significance}"
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:

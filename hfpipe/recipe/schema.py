@@ -221,6 +221,23 @@ UNSHARDED_ONLY = ("FSDP and DeepSpeed are not supported yet: hfpipe saves the be
                   "full copy on every device")
 
 
+class GatesConfig(Section):
+    """What must hold before a run's model is published (CI): see `hfpipe.runs.gates` for the forms."""
+
+    checks: list[str] = Field(default_factory=list, description='Gates such as "bleu>=25", "bleu>=baseline+0.5", '
+                                                                '"rougeL>=baseline*1.01". All must pass.')
+    split: Literal["train", "validation", "test"] | None = Field(
+        None, description="The evaluated split the gates read (default: test, else the first evaluated).")
+    baseline: str | None = Field(None, description="What baseline gates compare with: a run directory, or a Hub "
+                                                   "model hub:NAMESPACE/NAME[@REVISION], re-scored on the same "
+                                                   "rows with the same generation settings.")
+    baseline_from_card: bool = Field(False, description="Hub baseline: take its model card's model-index numbers "
+                                                        "instead of re-scoring it (they may come from other data "
+                                                        "or settings).")
+    significance: float | None = Field(None, gt=0, lt=1, description="Baseline gates also need a paired "
+                                                                     "bootstrap p-value below this (e.g. 0.05).")
+
+
 class Recipe(Section):
     name: str | None = Field(None, pattern=r"^[\w.-]+$")
     description: str | None = None
@@ -231,6 +248,7 @@ class Recipe(Section):
     train: TrainConfig
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     push: PushConfig | None = None
+    gates: GatesConfig | None = None
     distributed: DistributedConfig | None = None
 
     @property
