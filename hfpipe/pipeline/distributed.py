@@ -105,6 +105,8 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     if find_unused is None:
         find_unused = recipe.model.architecture == "encoder-decoder"
     accelerator = Accelerator(
+        # Trackers need a logging folder now; the run directory is only named later (start_trackers moves it).
+        log_with=list(recipe.train.report_to) or None, project_dir="." if recipe.train.report_to else None,
         cpu=cpu, mixed_precision=resolve_mixed_precision(recipe.train.mixed_precision, cpu=cpu),
         gradient_accumulation_steps=recipe.train.gradient_accumulation_steps,
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(minutes=dist.timeout_minutes)),
@@ -116,6 +118,23 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
         raise RecipeError(f"the launch set up {accelerator.distributed_type}. {UNSHARDED_ONLY}")
     set_seed(recipe.train.seed)
     return accelerator
+
+
+def start_trackers(accelerator: Accelerator, recipe: Recipe, run_dir: Path) -> None:
+    """Accelerate's experiment trackers (train.report_to), logging into <run>/trackers, with the resolved recipe
+    as the run's configuration (flattened: trackers take scalar hyperparameters)."""
+    accelerator.project_configuration.set_directories(str(run_dir))
+    accelerator.project_configuration.logging_dir = str(run_dir / "trackers")
+
+    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(data, dict):
+            out: dict[str, Any] = {}
+            for key, value in data.items():
+                out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
+            return out
+        return {prefix: data if isinstance(data, (int, float, str, bool)) else str(data)}
+
+    accelerator.init_trackers(run_dir.name, config=flat(recipe.model_dump(mode="json", by_alias=True)))
 
 
 def describe(accelerator: Accelerator) -> dict[str, Any]:

@@ -146,7 +146,8 @@ class SplitResult:
 
 def evaluate_split(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, split: str,
                    examples: list[Example], settings: GenerationSettings, *, accelerator: Accelerator,
-                   out_dir: Path | None, on_batch: Callable[[int], None] | None = None) -> SplitResult:
+                   out_dir: Path | None, on_batch: Callable[[int], None] | None = None,
+                   extra_metrics: list[tuple[str, Any]] | None = None) -> SplitResult:
     """Generate for every example of a split, score against the references, and (main process) write
     `predictions-<split>.jsonl` with source, reference and prediction."""
     start = time.perf_counter()
@@ -158,6 +159,10 @@ def evaluate_split(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, r
     references = [e.target for e in examples]
     metrics = score(recipe.task, [e.source for e in examples], predictions, references,
                     recipe.evaluate.length_buckets)
+    if extra_metrics:
+        from hfpipe.tasks.extra_metrics import compute_extra_metrics
+
+        metrics.update(compute_extra_metrics(extra_metrics, predictions, references))
     metrics["num_samples"] = len(examples)
     path = None
     if out_dir is not None and accelerator.is_main_process:

@@ -135,8 +135,11 @@ def evaluate_target(target: str, *, split: str, recipe_path: Path | None, overri
                                f"{settings.max_new_tokens})")
     update = reporter.progress(f"generating {split}", len(examples))
     out_dir = path if is_run else None
+    from hfpipe.tasks.extra_metrics import load_extra_metrics
+
     res = evaluate_split(model, tokenizer, recipe, split, examples, settings, accelerator=accelerator,
-                         out_dir=out_dir if accelerator.is_main_process else None, on_batch=lambda n: update(n, {}))
+                         out_dir=out_dir if accelerator.is_main_process else None, on_batch=lambda n: update(n, {}),
+                         extra_metrics=load_extra_metrics(recipe.evaluate.extra_metrics))
     reporter.done()
     res.metrics["seconds"] = res.seconds
     summary = RunSummary(run_dir=path, metrics={split: res.metrics}, stage_seconds={"evaluate": res.seconds},

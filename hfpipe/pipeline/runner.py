@@ -183,12 +183,19 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
         run_dir = Path(chosen[0])
     run = RunDir(run_dir)
     summary = RunSummary(run_dir=run_dir, task=recipe.task, distributed=processes)
+    from hfpipe.tasks.extra_metrics import load_extra_metrics
+
+    extra_metrics = load_extra_metrics(recipe.evaluate.extra_metrics)  # before training: fail early
     started = datetime.now(timezone.utc).isoformat()
     argv = argv or sys.argv
     if accelerator.is_main_process:
         run.path.mkdir(parents=True, exist_ok=True)
         text_atomic(run.recipe, f"# resolved from {loaded.path}\n" + recipe_to_yaml(recipe))
     accelerator.wait_for_everyone()
+    if recipe.train.report_to:
+        from hfpipe.pipeline.distributed import start_trackers
+
+        start_trackers(accelerator, recipe, run.path)
 
     prepared = prepare(loaded, run, accelerator, reporter, summary)
     if accelerator.is_main_process:
@@ -278,7 +285,7 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
             update = reporter.progress(f"generating {split}", len(examples))
             res = evaluate_split(model, prepared.tokenizer, recipe, split, examples, generation,
                                  accelerator=accelerator, out_dir=run.path if accelerator.is_main_process else None,
-                                 on_batch=lambda n: update(n, {}))
+                                 on_batch=lambda n: update(n, {}), extra_metrics=extra_metrics)
             reporter.done()
             res.metrics["seconds"] = res.seconds
             summary.metrics[split] = res.metrics

@@ -361,6 +361,10 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
         if accelerator.is_main_process:
             with log_path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
+            if cfg.report_to:  # Accelerate's trackers (TensorBoard, W&B, ...): numbers only, by optimizer step
+                accelerator.log({f"train/{k}" if not k.startswith("eval_") else f"eval/{k[5:]}": v
+                                 for k, v in entry.items() if k not in ("step", "epoch")
+                                 and isinstance(v, (int, float)) and not isinstance(v, bool)}, step=entry["step"])
 
     def run_eval() -> bool:
         """Evaluate, keep the best weights; True when training should stop early (decided by the main process
@@ -499,6 +503,8 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     if evaluate_fn is not None and cfg.eval_every_steps and state.step % cfg.eval_every_steps and not state.stopped_early:
         run_eval()
     save_checkpoint()
+    if cfg.report_to:
+        accelerator.end_training()
     unwrapped = accelerator.unwrap_model(model)
     best = ckpt_dir / "best"
     accelerator.wait_for_everyone()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib.util
 import json
 import re
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hfpipe.errors import RecipeError
-from hfpipe.recipe.schema import Recipe
+from hfpipe.recipe.schema import TRACKER_PACKAGES, Recipe
 
 # Keys whose values are local paths when they exist; Hub ids stay as they are.
 _FILE_KEYS = (("data", "files", "train"), ("data", "files", "validation"), ("data", "files", "test"),
@@ -152,10 +153,20 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     for keys in _MAYBE_PATH_KEYS:
         value = _get(data, keys)
         if isinstance(value, str) and value:
-            candidate = Path(value).expanduser()
-            candidate = candidate if candidate.is_absolute() else base / candidate
-            if value.startswith((".", "/", "~")) or candidate.exists():
-                _set(data, keys, str(candidate.resolve()))
+            _set(data, keys, _maybe_path(value, base))
+    extra = _get(data, ("evaluate", "extra_metrics"))
+    if isinstance(extra, list):
+        _set(data, ("evaluate", "extra_metrics"), [_maybe_path(v, base) if isinstance(v, str) and v else v
+                                                   for v in extra])
+
+
+def _maybe_path(value: str, base: Path) -> str:
+    """A local path (resolved against `base`) when it looks like one or exists; else the value (a Hub id)."""
+    candidate = Path(value).expanduser()
+    candidate = candidate if candidate.is_absolute() else base / candidate
+    if value.startswith((".", "/", "~")) or candidate.exists():
+        return str(candidate.resolve())
+    return value
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -316,6 +327,13 @@ def cross_check(recipe: Recipe) -> list[Issue]:
         if problem:
             issues.append(Issue(f"evaluate.fail_below.{name}", problem))
     issues.extend(_gate_issues(recipe))
+    for tracker in recipe.train.report_to:
+        if not any(importlib.util.find_spec(p) for p in TRACKER_PACKAGES[tracker]):
+            issues.append(Issue("train.report_to", f"{tracker} is not installed: pip install "
+                                                   f"{TRACKER_PACKAGES[tracker][0]}"))
+    for i, metric in enumerate(recipe.evaluate.extra_metrics):
+        if metric.startswith((".", "/", "~")) and not Path(metric).exists():
+            issues.append(Issue(f"evaluate.extra_metrics[{i}]", f"no metric script at {metric}"))
     if recipe.distributed is not None and recipe.distributed.accelerate_config:
         problem = accelerate_config_problem(Path(recipe.distributed.accelerate_config))
         if problem:

@@ -118,6 +118,13 @@ class ModelConfig(Section):
         return self
 
 
+# Accelerate's trackers (accelerate.utils.LoggerType), each with the package it needs.
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
+                    "trackio": ("trackio",), "comet_ml": ("comet_ml",), "aim": ("aim",), "clearml": ("clearml",),
+                    "dvclive": ("dvclive",), "swanlab": ("swanlab",)}
+Tracker = Literal["tensorboard", "wandb", "mlflow", "trackio", "comet_ml", "aim", "clearml", "dvclive", "swanlab"]
+
+
 class TrainConfig(Section):
     num_epochs: float | None = Field(None, gt=0)
     max_steps: int | None = Field(None, gt=0, description="Optimizer steps; wins over num_epochs.")
@@ -147,6 +154,9 @@ class TrainConfig(Section):
     log_every_steps: int = Field(10, gt=0)
     seed: int = 42
     dataloader_workers: int = Field(0, ge=0)
+    report_to: list[Tracker] = Field(default_factory=list, description="Experiment trackers, through Accelerate's: "
+                                                                       "tensorboard, wandb, mlflow, trackio, ... "
+                                                                       "(each needs its package installed).")
 
     @model_validator(mode="after")
     def _budget(self) -> TrainConfig:
@@ -170,6 +180,10 @@ class EvaluateConfig(Section):
                                       description="Source-length bucket edges in words for per-length metrics.")
     fail_below: dict[str, float] = Field(default_factory=dict,
                                          description="Metric gate for CI: exit 8 if a test metric is below its value.")
+    extra_metrics: list[str] = Field(default_factory=list,
+                                     description="More metrics, loaded with evaluate.load: a local metric script "
+                                                 "(file or folder) or, with HF_HUB_OFFLINE=0, a Hub metric id. "
+                                                 "Reported next to the built-in ones.")
 
     @field_validator("length_buckets")
     @classmethod
