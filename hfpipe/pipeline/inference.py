@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 
 def load_model_and_tokenizer(target: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     """(model, tokenizer, source prefix) from a run directory, a model folder or a Hub id."""
-    from transformers import AutoTokenizer
-
-    from hfpipe.errors import ModelError
     from hfpipe.pipeline.locations import (
         hub_downloads_allowed,
         load_error,
@@ -54,6 +51,17 @@ def load_model_and_tokenizer(target: str) -> tuple[PreTrainedModel, PreTrainedTo
             source = snapshot_download(source, local_files_only=True)
         except Exception as err:
             raise load_error("model", target, err) from None
+    model, tokenizer = load_model_folder(source, target)
+    return model, tokenizer, prefix
+
+
+def load_model_folder(source: str, target: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model and tokenizer from a model folder or Hub id (in-house architectures registered first)."""
+    from transformers import AutoTokenizer
+
+    from hfpipe.errors import ModelError
+    from hfpipe.pipeline.locations import hub_downloads_allowed, load_error
+
     try:
         from hfpipe.modeling import register_auto_classes
 
@@ -65,8 +73,8 @@ def load_model_and_tokenizer(target: str) -> tuple[PreTrainedModel, PreTrainedTo
     except ModelError:
         raise
     except Exception as err:
-        raise load_error("model", target, err) from None
-    return model, tokenizer, prefix
+        raise load_error("model", target or source, err) from None
+    return model, tokenizer
 
 
 def predict_lines(target: str, lines: list[str], *, num_beams: int | None = None, max_new_tokens: int | None = None,
