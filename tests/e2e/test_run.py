@@ -163,7 +163,7 @@ def test_evaluate_and_predict_commands(translation_run, run_cli, tmp_path):
     run_dir = translation_run["run_dir"]
     proc = run_cli("evaluate", str(run_dir), "--split", "validation", "--json", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads(proc.stdout)["validation"]
+    metrics = json.loads(proc.stdout)["metrics"]["validation"]
     assert metrics["num_samples"] == 24
     assert (run_dir / "predictions-validation.jsonl").exists()
     assert set(json.loads((run_dir / "metrics.json").read_text())["splits"]) == {"test", "validation"}
@@ -212,7 +212,7 @@ def test_two_process_evaluation_matches_one_process(translation_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     multi = _jsonl(run_dir / "predictions-test.jsonl")
     assert [r["prediction"] for r in multi] == [r["prediction"] for r in single]
-    assert json.loads(proc.stdout)["test"]["num_samples"] == 24, "one JSON document: only the main process prints"
+    assert json.loads(proc.stdout)["metrics"]["test"]["num_samples"] == 24, "one JSON document: only the main process prints"
 
 
 def test_resumed_run_equals_uninterrupted_run(run_cli, tmp_path):

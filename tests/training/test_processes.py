@@ -131,7 +131,7 @@ def test_torchrun_end_to_end_with_accumulation_and_early_stopping(tmp_path):
     shutil.copytree(run, copy)
     proc = _hfpipe(tmp_path, "evaluate", str(copy), "--split", "test", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    one = json.loads(proc.stdout)["test"]
+    one = json.loads(proc.stdout)["metrics"]["test"]
     two = summary["metrics"]["test"]
     for key in ("bleu", "chrf", "rougeL"):
         assert one[key] == pytest.approx(two[key], abs=1e-9), key
