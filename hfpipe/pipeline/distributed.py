@@ -126,15 +126,11 @@ def start_trackers(accelerator: Accelerator, recipe: Recipe, run_dir: Path) -> N
     accelerator.project_configuration.set_directories(str(run_dir))
     accelerator.project_configuration.logging_dir = str(run_dir / "trackers")
 
-    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(data, dict):
-            out: dict[str, Any] = {}
-            for key, value in data.items():
-                out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
-            return out
-        return {prefix: data if isinstance(data, (int, float, str, bool)) else str(data)}
+    from hfpipe.runs.history import flatten
 
-    accelerator.init_trackers(run_dir.name, config=flat(recipe.model_dump(mode="json", by_alias=True)))
+    config = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+              for k, v in flatten(recipe.model_dump(mode="json", by_alias=True)).items()}
+    accelerator.init_trackers(run_dir.name, config=config)
 
 
 def describe(accelerator: Accelerator) -> dict[str, Any]:

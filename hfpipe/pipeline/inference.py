@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 from hfpipe.errors import RunDirError
 from hfpipe.pipeline.data import read_splits
+from hfpipe.pipeline.distributed import make_accelerator
 from hfpipe.pipeline.reporting import Reporter
 from hfpipe.pipeline.rundir import RunDir, json_atomic
-from hfpipe.pipeline.distributed import make_accelerator
 from hfpipe.pipeline.runner import (
     RunSummary,
     quiet_libraries,

@@ -343,7 +343,7 @@ def cross_check(recipe: Recipe) -> list[Issue]:
 
 def _gate_issues(recipe: Recipe) -> list[Issue]:
     from hfpipe.errors import RecipeError as GateSyntaxError
-    from hfpipe.runs.gates import TESTABLE, parse_gate
+    from hfpipe.recipe.gates import TESTABLE, parse_gate
 
     g = recipe.gates
     if g is None:
