@@ -487,3 +487,34 @@ def test_a_missing_or_broken_accelerate_config_is_reported(tmp_path: Path) -> No
     (tmp_path / "bad.yaml").write_text("- just\n- a list\n")
     path = write(tmp_path, "r2.yaml", BASE + "distributed:\n  accelerate_config: bad.yaml\n")
     assert "not an accelerate config" in "\n".join(recipe_error(path).details)
+
+
+# --------------------------------------------------------------------------------------------- gates, trackers
+def test_gates_from_the_recipe_and_the_command_line_are_checked_together(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.yaml", BASE + "gates:\n  checks: ['bleu>=20']\n")
+    loaded = load_recipe(path, gates=["chrf>=baseline+1"], baseline="runs/a", significance=0.05)
+    gates = loaded.recipe.gates
+    assert gates.checks == ["bleu>=20", "chrf>=baseline+1"] and gates.significance == 0.05
+    assert gates.baseline == str(Path("runs/a").resolve()), "--baseline is relative to the working directory"
+    assert load_recipe(path, baseline="hub:me/model@v2").recipe.gates.baseline == "hub:me/model@v2"
+
+
+def test_gate_problems_are_recipe_errors_with_their_paths(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.yaml", BASE + "gates:\n  checks: ['blue>=20', 'bleu>=baseline', 'bleu_rouge_f1>=baseline']\n"
+                                            "  significance: 0.05\n")
+    joined = "\n".join(recipe_error(path).details)
+    assert "gates.checks[0]" in joined and "did you mean 'bleu'" in joined
+    assert "gates.baseline" in joined and "compares with a baseline, and none is given" in joined
+    assert "no significance test for 'bleu_rouge_f1'" in joined
+
+
+def test_a_tracker_that_is_not_installed_is_named(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    assert load_recipe(write(tmp_path, "ok.yaml", BASE.replace("  max_steps: 10\n", "  max_steps: 10\n  report_to: "
+                                                                                     "[tensorboard]\n")))
+    import importlib.util
+
+    if importlib.util.find_spec("aim") is not None:
+        pytest.skip("aim is installed here")
+    path = write(tmp_path, "r.yaml", BASE.replace("  max_steps: 10\n", "  max_steps: 10\n  report_to: [aim]\n"))
+    assert "aim is not installed: pip install aim" in "\n".join(recipe_error(path).details)
