@@ -81,14 +81,19 @@ def test_two_processes_equal_one_process_with_accumulation(tmp_path):
     for ra, rb in zip(a, b):
         assert ra["loss"] == pytest.approx(rb["loss"], abs=2e-4), (ra, rb)  # logged to 4 decimals
         assert ra["lr"] == pytest.approx(rb["lr"], rel=1e-9)
-    wa, wb = load_file(str(tmp_path / "two/model/model.safetensors")), load_file(str(tmp_path / "one-acc/model/"
-                                                                                                  "model.safetensors"))
-    assert wa.keys() == wb.keys()
-    for key in wa:
+    two, one_acc, one_step = (load_file(str(tmp_path / run / "model/model.safetensors"))
+                              for run in ("two", "one-acc", "one"))
+    assert two.keys() == one_acc.keys()
+    for key in two:
         # A key projection's bias has an exactly zero gradient (softmax ignores a shift shared by all keys), so
         # Adam turns float rounding noise into full-size steps there: nothing to compare.
-        if not key.endswith("k_proj.bias"):
-            assert (wa[key] - wb[key]).abs().max().item() < 1e-4, key
+        if key.endswith("k_proj.bias"):
+            continue
+        same = (two[key] - one_acc[key]).abs().max().item()
+        other = (two[key] - one_step[key]).abs().max().item()  # a genuinely different training: other steps
+        # Summation order differs (gloo's all-reduce vs one process), so equal only up to float rounding, which
+        # Adam carries through the epoch: tiny, and far below what a different batching does.
+        assert same < 1e-3 and (other == 0 or same < 0.02 * other), (key, same, other)
 
     single = _jsonl(tmp_path / "one" / "train_log.jsonl")
     assert {r["epoch"] for r in a} == {0} and {r["epoch"] for r in single} == {0}, "one epoch is one pass"
