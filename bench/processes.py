@@ -1,6 +1,6 @@
 """Training throughput on 1 process and on N processes, in one run on the same machine, recipe and data.
 
-    python bench/processes.py [--recipe recipes/translation-en-de.yaml] [--steps 150] [--processes 2] [--repeats 2]
+    python bench/processes.py [--recipe recipes/translation-en-de.yaml] [--steps 100] [--processes 2] [--repeats 2]
 
 Runs `hfpipe train RECIPE` once on one process and once with `--processes N` (N CPU processes over gloo on a
 machine without GPUs, one per GPU otherwise), alternating, and reports global target tokens per second of
@@ -44,7 +44,7 @@ def train_once(recipe: str, run_dir: Path, steps: int, processes: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=str(REPO / "recipes/translation-en-de.yaml"))
-    parser.add_argument("--steps", type=int, default=150, help="optimizer steps per run")
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per run")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2, help="runs of each, alternating")
     args = parser.parse_args()
