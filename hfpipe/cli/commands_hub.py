@@ -68,7 +68,7 @@ def push(
     console = make_console(stderr=as_json)
     if as_json:
         from hfpipe.pipeline.runner import push_record
-        from hfpipe.runs.record import SCHEMA_VERSION
+        from hfpipe.results.record import SCHEMA_VERSION
 
         print_json({"schema_version": SCHEMA_VERSION, "command": "push", "status": "ok", "exit_code": 0,
                     "run_dir": str(run_dir), "dry_run": dry_run,

@@ -63,8 +63,8 @@ def _execute(recipe: Path, set_: list[str] | None, run_dir: Path | None, resume:
 
 def finish(console, summary, command: str, as_json: bool) -> None:  # noqa: ANN001 - rich/runner types stay lazy
     """Print the outcome (a JSON record, or tables for people), then exit with the gates' code."""
-    from hfpipe.runs.gates import raise_for_gates
-    from hfpipe.runs.record import exit_code_of, run_record
+    from hfpipe.results.gates import raise_for_gates
+    from hfpipe.results.record import exit_code_of, run_record
 
     is_run = (Path(summary.run_dir) / "recipe.yaml").is_file()
     if as_json:

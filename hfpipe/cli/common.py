@@ -50,7 +50,7 @@ def fail(err: HfpipeError) -> NoReturn:
     make_console(stderr=True).print(error_panel(err))
     if "--json" in sys.argv[1:] and not err.reported:
         # A CI job reading stdout still gets exactly one document, saying what went wrong.
-        from hfpipe.runs.record import error_record
+        from hfpipe.results.record import error_record
 
         command = next((a for a in sys.argv[1:] if not a.startswith("-")), "hfpipe")
         print_json(error_record(command, err))

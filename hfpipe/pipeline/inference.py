@@ -15,7 +15,7 @@ from hfpipe.pipeline.runner import (
     quiet_libraries,
     write_metrics,
 )
-from hfpipe.runs.gates import gate_split, recipe_gates, run_gates
+from hfpipe.results.gates import gate_split, recipe_gates, run_gates
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

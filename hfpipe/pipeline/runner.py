@@ -35,7 +35,7 @@ from hfpipe.pipeline.rundir import (
 )
 from hfpipe.recipe.loading import LoadedRecipe, recipe_to_yaml
 from hfpipe.recipe.schema import Recipe
-from hfpipe.runs.gates import gate_split, recipe_gates, run_gates
+from hfpipe.results.gates import gate_split, recipe_gates, run_gates
 
 if TYPE_CHECKING:
     from accelerate import Accelerator

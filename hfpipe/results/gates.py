@@ -148,7 +148,7 @@ def run_gates(recipe: Any, *, split: str, metrics: dict[str, Any], predictions: 
     baseline_metrics = baseline_info = p_values = None
     problem = None
     if any(g.needs_baseline for g in gates):
-        from hfpipe.runs.baseline import score_baseline
+        from hfpipe.results.baseline import score_baseline
 
         try:
             if on_message is not None:
@@ -158,7 +158,7 @@ def run_gates(recipe: Any, *, split: str, metrics: dict[str, Any], predictions: 
             baseline_metrics, baseline_info = base.metrics, base.info
             baseline_info["metrics"] = {k: v for k, v in base.metrics.items() if not isinstance(v, (list, dict))}
             if cfg.significance is not None and base.predictions is not None:
-                from hfpipe.runs.significance import paired_bootstrap
+                from hfpipe.results.significance import paired_bootstrap
 
                 p_values = paired_bootstrap(predictions, base.predictions, [e.target for e in examples],
                                             [g.metric for g in gates if g.needs_baseline])
