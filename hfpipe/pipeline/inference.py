@@ -154,7 +154,10 @@ def evaluate_target(target: str, *, split: str, recipe_path: Path | None, overri
                          model_dir=path / "model" if is_run else path, task=recipe.task)
     if is_run and accelerator.is_main_process:
         write_metrics(RunDir(path), recipe, summary, settings)
-    if recipe_gates(recipe) and gate_split(recipe, [split]) == split:
+    if recipe_gates(recipe) and gate_split(recipe, [split]) != split:
+        reporter.info(f"[yellow]the gates read the {gate_split(recipe, [split])} split: not checked on {split}"
+                      "[/yellow]")
+    elif recipe_gates(recipe):
         reporter.stage("gates", f"{split} split")
         report = run_gates(recipe, split=split, metrics=res.metrics, predictions=res.predictions, examples=examples,
                            settings=settings, accelerator=accelerator, on_message=reporter.info)

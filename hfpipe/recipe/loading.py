@@ -354,6 +354,9 @@ def _gate_issues(recipe: Recipe) -> list[Issue]:
             parsed.append(parse_gate(text, recipe.task))
         except GateSyntaxError as err:
             issues.append(Issue(f"gates.checks[{i}]", f"{err.message}; {err.hint}" if err.hint else err.message))
+    if g.split is not None and g.split not in recipe.evaluate.splits:
+        issues.append(Issue("gates.split", f"the gates read the {g.split} split, which evaluate.splits "
+                                           f"({', '.join(recipe.evaluate.splits)}) does not evaluate"))
     relative = [gate for gate in parsed if gate.needs_baseline]
     if relative and not g.baseline:
         issues.append(Issue("gates.baseline", f"{relative[0].text!r} compares with a baseline, and none is given: "

@@ -518,3 +518,9 @@ def test_a_tracker_that_is_not_installed_is_named(tmp_path: Path) -> None:
         pytest.skip("aim is installed here")
     path = write(tmp_path, "r.yaml", BASE.replace("  max_steps: 10\n", "  max_steps: 10\n  report_to: [aim]\n"))
     assert "aim is not installed: pip install aim" in "\n".join(recipe_error(path).details)
+
+
+def test_gates_on_a_split_that_is_not_evaluated_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.yaml", BASE + "gates:\n  checks: ['bleu>=1']\n  split: validation\n")
+    assert "the gates read the validation split, which evaluate.splits (test) does not evaluate" in \
+        "\n".join(recipe_error(path).details)
