@@ -171,7 +171,7 @@ def launch_command(processes: int, child_args: list[str], dist: DistributedConfi
     Without distributed.accelerate_config the launch gets a config file of its own (written in `config_dir`), so
     the user's default accelerate config (`accelerate config`: its gpu_ids, debug or FSDP settings) does not
     silently change what `--processes N` means."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd = [sys.executable, "-m", "hfpipe.pipeline.launcher"]
     env = dict(os.environ)
     if dist is not None and dist.accelerate_config:
         cmd += ["--config_file", dist.accelerate_config, "--num_processes", str(processes)]

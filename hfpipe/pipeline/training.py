@@ -264,6 +264,18 @@ def forward_logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).logits
 
 
+def ddp_forward(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """forward_logits, with DDP's complaint about parameters without gradient (raised by every process at the
+    same step) turned into the setting that fixes it."""
+    try:
+        return forward_logits(model, batch)
+    except RuntimeError as err:
+        if "find_unused_parameters" not in str(err):
+            raise
+        raise TrainingError("some model parameters get no gradient, which DDP (several processes) refuses by "
+                            "default", hint="set distributed.find_unused_parameters: true in the recipe") from None
+
+
 EvalFn = Callable[["PreTrainedModel"], dict[str, Any]]
 
 
@@ -425,7 +437,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
             global_tokens = step_tokens[micro // accum]
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    logits = forward_logits(model, batch)
+                    logits = ddp_forward(model, batch)
                 loss_sum = loss_fn(logits.float().view(-1, logits.size(-1)), batch["labels"].view(-1))
                 step_loss += loss_sum.detach()
                 step_bad += (~torch.isfinite(loss_sum.detach())).double()

