@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from hfpipe.cli.commands_recipe import SetOpt
-from hfpipe.cli.commands_run import BaselineOpt, GateOpt, JsonOpt, SignificanceOpt
+from hfpipe.cli.commands_recipe import BaselineOpt, GateOpt, SetOpt, SignificanceOpt
+from hfpipe.cli.commands_run import JsonOpt
 from hfpipe.cli.common import make_console
 
 TargetArg = Annotated[str, typer.Argument(help="A run directory, or a model folder / Hub id.", show_default=False)]

@@ -13,6 +13,14 @@ from hfpipe.cli.common import make_console
 RecipeArg = Annotated[Path, typer.Argument(help="The YAML recipe.", show_default=False)]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set train.learning_rate=3e-4 "
                                                                 "(repeatable).", show_default=False)]
+GateOpt = Annotated[list[str] | None, typer.Option(
+    "--gate", help='A gate on the test metrics, added to the recipe\'s: "bleu>=25", "bleu>=baseline+0.5", '
+                   '"rougeL>=baseline*1.01". Repeatable. A failed gate exits 8 and blocks the push.')]
+BaselineOpt = Annotated[str | None, typer.Option(
+    "--baseline", help="What baseline gates compare with: a run directory, or hub:NAMESPACE/NAME[@REVISION] "
+                       "(re-scored on the same rows). Cannot be scored: exit 9.")]
+SignificanceOpt = Annotated[float | None, typer.Option(
+    "--significance", min=0.0, max=1.0, help="Baseline gates also need a paired bootstrap p-value below this.")]
 
 
 def shipped_recipes_dirs() -> list[Path]:
@@ -23,7 +31,8 @@ def shipped_recipes_dirs() -> list[Path]:
 
 def validate(recipe: RecipeArg, set_: SetOpt = None,
              no_data: Annotated[bool, typer.Option("--no-data", help="Check the schema only, not the data files.")]
-             = False) -> None:
+             = False, gate: GateOpt = None, baseline: BaselineOpt = None,
+             significance: SignificanceOpt = None) -> None:
     """Check a recipe (schema, files, columns, model limits, generation length) without training.
 
     Never imports torch or transformers. Every problem is reported at once; exit 0 when the recipe is ready."""
@@ -33,7 +42,7 @@ def validate(recipe: RecipeArg, set_: SetOpt = None,
     from hfpipe.recipe.loading import load_recipe
 
     console = make_console()
-    loaded = load_recipe(recipe, set_ or [])
+    loaded = load_recipe(recipe, set_ or [], gates=gate, baseline=baseline, significance=significance)
     if not no_data:
         report = preflight(loaded)
         raise_if_failed(report, loaded.path)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hfpipe.cli.commands_recipe import RecipeArg, SetOpt
+from hfpipe.cli.commands_recipe import BaselineOpt, GateOpt, RecipeArg, SetOpt, SignificanceOpt
 from hfpipe.cli.common import make_console, print_json
 from hfpipe.errors import HfpipeError
 
@@ -17,14 +17,8 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in -
                                                           "inputs did not change are not redone.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON record on stdout (schema_version 1: metrics, "
                                                       "gates, push, timings); everything else goes to stderr.")]
-GateOpt = Annotated[list[str] | None, typer.Option(
-    "--gate", help='A gate on the test metrics, added to the recipe\'s: "bleu>=25", "bleu>=baseline+0.5", '
-                   '"rougeL>=baseline*1.01". Repeatable. A failed gate exits 8 and blocks the push.')]
-BaselineOpt = Annotated[str | None, typer.Option(
-    "--baseline", help="What baseline gates compare with: a run directory, or hub:NAMESPACE/NAME[@REVISION] "
-                       "(re-scored on the same rows). Cannot be scored: exit 9.")]
-SignificanceOpt = Annotated[float | None, typer.Option(
-    "--significance", min=0.0, max=1.0, help="Baseline gates also need a paired bootstrap p-value below this.")]
+NoPushOpt = Annotated[bool, typer.Option("--no-push", help="Do not push, even with a push: section (a CI job "
+                                                           "that publishes in a later step, with its own token).")]
 ProcessesOpt = Annotated[int | None, typer.Option(
     "--processes", min=1, help="Train on N processes through accelerate's launcher: one per GPU, or N CPU "
                                "processes on a machine without GPUs. See also `accelerate launch -m hfpipe run`.")]
@@ -45,7 +39,7 @@ def _child_args(argv: list[str]) -> list[str]:
 
 def _execute(recipe: Path, set_: list[str] | None, run_dir: Path | None, resume: bool, as_json: bool,
              until: str, processes: int | None = None, gates: list[str] | None = None,
-             baseline: str | None = None, significance: float | None = None) -> None:
+             baseline: str | None = None, significance: float | None = None, push: bool = True) -> None:
     from hfpipe.pipeline.reporting import RichReporter
     from hfpipe.pipeline.runner import run_pipeline
     from hfpipe.recipe.loading import load_recipe
@@ -57,7 +51,7 @@ def _execute(recipe: Path, set_: list[str] | None, run_dir: Path | None, resume:
 
         raise typer.Exit(run_processes(processes, _child_args(sys.argv[1:]), loaded.recipe.distributed))
     summary = run_pipeline(loaded, run_dir=run_dir, resume=resume, reporter=RichReporter(console),
-                           argv=["hfpipe", *sys.argv[1:]], until=until)
+                           argv=["hfpipe", *sys.argv[1:]], until=until, push=push)
     finish(console, summary, "run" if until == "push" else "train", as_json)
 
 
@@ -102,10 +96,10 @@ def print_summary(console, summary, task: str) -> None:  # noqa: ANN001 - rich/r
 
 def run(recipe: RecipeArg, set_: SetOpt = None, run_dir: RunDirOpt = None, resume: ResumeOpt = False,
         as_json: JsonOpt = False, processes: ProcessesOpt = None, gate: GateOpt = None,
-        baseline: BaselineOpt = None, significance: SignificanceOpt = None) -> None:
+        baseline: BaselineOpt = None, significance: SignificanceOpt = None, no_push: NoPushOpt = False) -> None:
     """Run every stage: data → tokenizer → model → train → evaluate → gates (→ push when the recipe says so and
     the gates pass)."""
-    _execute(recipe, set_, run_dir, resume, as_json, "push", processes, gate, baseline, significance)
+    _execute(recipe, set_, run_dir, resume, as_json, "push", processes, gate, baseline, significance, not no_push)
 
 
 def train(recipe: RecipeArg, set_: SetOpt = None, run_dir: RunDirOpt = None, resume: ResumeOpt = False,

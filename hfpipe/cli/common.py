@@ -21,12 +21,28 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
 
 
+def _finite(value: object) -> object:
+    """NaN and infinities as null: they are not JSON, and jq and most parsers refuse them."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def print_json(document: object) -> None:
-    """The one JSON document of a `--json` command, on stdout, from the main process only."""
+    """The one JSON document of a `--json` command, on the real stdout (under `--json`, run_cli points
+    sys.stdout at stderr, so whatever a library prints stays out of it), from the main process only."""
     if is_main_process():
         import json
 
-        print(json.dumps(document, indent=2, default=str), flush=True)
+        out = sys.__stdout__ or sys.stdout
+        out.write(json.dumps(_finite(document), indent=2, default=str, allow_nan=False) + "\n")
+        out.flush()
 
 
 def make_console(*, stderr: bool = False) -> Console:
@@ -80,6 +96,8 @@ def run_cli(app: typer.Typer) -> None:
         sys.argv.remove("--debug")
         os.environ[DEBUG_ENV] = "1"
     code = 1
+    if "--json" in sys.argv[1:]:
+        sys.stdout = sys.stderr  # people's output and libraries' prints; the document goes to sys.__stdout__
     try:
         _run_app(app, debug)
         code = 0
@@ -121,6 +139,12 @@ def _run_app(app: typer.Typer, debug: bool) -> None:
         # Printed by every process: an unexpected failure (out of memory, a DDP error) often hits one process
         # only, and the launcher then stops the others, so the main process may not know why.
         rank = os.environ.get("RANK", "0")
+        if "--json" in sys.argv[1:]:
+            from hfpipe.results.record import error_record
+
+            internal = HfpipeError(f"{type(err).__name__}: {err}", hint="rerun with --debug and report it")
+            internal.title = "Internal error"
+            print_json(error_record(next((a for a in sys.argv[1:] if not a.startswith("-")), "hfpipe"), internal))
         console = Console(stderr=True, highlight=False)
         console.print(Panel(
             Text(f"{type(err).__name__}: {err}\n\nThis is a bug in hfpipe (or an environment problem it does not "

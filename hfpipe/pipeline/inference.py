@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -150,13 +152,20 @@ def evaluate_target(target: str, *, split: str, recipe_path: Path | None, overri
                          extra_metrics=load_extra_metrics(recipe.evaluate.extra_metrics))
     reporter.done()
     res.metrics["seconds"] = res.seconds
+    res.metrics["generation"] = asdict(settings)  # per split: what these predictions were made with
     summary = RunSummary(run_dir=path, metrics={split: res.metrics}, stage_seconds={"evaluate": res.seconds},
                          model_dir=path / "model" if is_run else path, task=recipe.task)
     if is_run and accelerator.is_main_process:
         write_metrics(RunDir(path), recipe, summary, settings)
+    if is_run and accelerator.is_main_process:
+        stale = path / "gates.json"
+        if stale.is_file() and json.loads(stale.read_text(encoding="utf-8")).get("split") == split:
+            stale.unlink()  # its verdict was on the predictions just replaced
     if recipe_gates(recipe) and gate_split(recipe, [split]) != split:
         reporter.info(f"[yellow]the gates read the {gate_split(recipe, [split])} split: not checked on {split}"
                       "[/yellow]")
+        summary.gates = {"status": "not_checked", "passed": False, "split": gate_split(recipe, [split]),
+                         "results": [], "could_not_compare": None, "baseline": None, "significance": None}
     elif recipe_gates(recipe):
         reporter.stage("gates", f"{split} split")
         report = run_gates(recipe, split=split, metrics=res.metrics, predictions=res.predictions, examples=examples,

