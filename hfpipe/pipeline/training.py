@@ -412,9 +412,9 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     model.train()
     device = accelerator.device
     # Per optimizer step: summed token loss and non-finite count, kept on the device (no host sync per
-    # micro-batch); per log window: global token loss and tokens.
-    step_loss = torch.zeros((), dtype=torch.float64, device=device)
-    step_bad = torch.zeros((), dtype=torch.float64, device=device)
+    # micro-batch; float32, which every device has: MPS has no float64); per log window: global loss and tokens.
+    step_loss = torch.zeros((), dtype=torch.float32, device=device)
+    step_bad = torch.zeros((), dtype=torch.float32, device=device)
     window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
     last_loss: float | None = None
     overflows = 0
@@ -440,13 +440,13 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
                     logits = ddp_forward(model, batch)
                 loss_sum = loss_fn(logits.float().view(-1, logits.size(-1)), batch["labels"].view(-1))
                 step_loss += loss_sum.detach()
-                step_bad += (~torch.isfinite(loss_sum.detach())).double()
+                step_bad += (~torch.isfinite(loss_sum.detach())).float()
                 # × processes (DDP averages gradients over them) × accumulation (accelerate divides by it):
                 # the step's gradient is then Σ token-loss gradients ÷ the step's global target tokens.
                 accelerator.backward(loss_sum * (n_proc * accum / global_tokens))
                 if accelerator.sync_gradients:
                     seconds = elapsed() if accelerator.is_main_process else 0.0
-                    totals = torch.stack([step_loss, step_bad, torch.tensor(seconds, dtype=torch.float64,
+                    totals = torch.stack([step_loss, step_bad, torch.tensor(seconds, dtype=torch.float32,
                                                                             device=device)])
                     if n_proc > 1:
                         totals = accelerator.reduce(totals, reduction="sum")
