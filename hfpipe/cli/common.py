@@ -45,6 +45,14 @@ def print_json(document: object) -> None:
         out.flush()
 
 
+def print_error_record(err: HfpipeError) -> None:
+    """Under `--json`, a failed command still prints exactly one document, saying what went wrong."""
+    if "--json" in sys.argv[1:]:
+        from hfpipe.results.record import error_record
+
+        print_json(error_record(next((a for a in sys.argv[1:] if not a.startswith("-")), "hfpipe"), err))
+
+
 def make_console(*, stderr: bool = False) -> Console:
     """A console that is silent on every process but the main one."""
     return Console(stderr=stderr, quiet=not is_main_process(), highlight=False)
@@ -64,12 +72,8 @@ def error_panel(err: HfpipeError) -> Panel:
 
 def fail(err: HfpipeError) -> NoReturn:
     make_console(stderr=True).print(error_panel(err))
-    if "--json" in sys.argv[1:] and not err.reported:
-        # A CI job reading stdout still gets exactly one document, saying what went wrong.
-        from hfpipe.results.record import error_record
-
-        command = next((a for a in sys.argv[1:] if not a.startswith("-")), "hfpipe")
-        print_json(error_record(command, err))
+    if not err.reported:
+        print_error_record(err)
     raise SystemExit(err.exit_code)
 
 
@@ -139,12 +143,9 @@ def _run_app(app: typer.Typer, debug: bool) -> None:
         # Printed by every process: an unexpected failure (out of memory, a DDP error) often hits one process
         # only, and the launcher then stops the others, so the main process may not know why.
         rank = os.environ.get("RANK", "0")
-        if "--json" in sys.argv[1:]:
-            from hfpipe.results.record import error_record
-
-            internal = HfpipeError(f"{type(err).__name__}: {err}", hint="rerun with --debug and report it")
-            internal.title = "Internal error"
-            print_json(error_record(next((a for a in sys.argv[1:] if not a.startswith("-")), "hfpipe"), internal))
+        internal = HfpipeError(f"{type(err).__name__}: {err}", hint="rerun with --debug and report it")
+        internal.title = "Internal error"
+        print_error_record(internal)
         console = Console(stderr=True, highlight=False)
         console.print(Panel(
             Text(f"{type(err).__name__}: {err}\n\nThis is a bug in hfpipe (or an environment problem it does not "

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hfpipe.errors import RunDirError, TrainingError
 from hfpipe.pipeline.rundir import json_atomic
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+
+T = TypeVar("T")
 
 # fp16 only: optimizer steps in a row with a non-finite loss before training stops with an error.
 FP16_MAX_OVERFLOWS = 20
@@ -360,7 +362,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
         checkpoint counts for --resume."""
         accelerator.wait_for_everyone()
         path = ckpt_dir / f"step-{state.step}"
-        if shared_flag(accelerator, (path / "trainer_state.json").exists()):
+        if from_main(accelerator, (path / "trainer_state.json").exists()):
             return  # this step is already checkpointed (decided by the main process: one answer for all)
         accelerator.save_state(str(path))
         accelerator.wait_for_everyone()
@@ -406,7 +408,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
         else:
             state.evals_without_improvement += 1
         stop = bool(cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience)
-        return shared_flag(accelerator, stop)
+        return from_main(accelerator, stop)
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     model.train()
@@ -510,7 +512,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
             state.batch_in_epoch = 0
     if window_tokens:
         last_loss = window_loss / window_tokens
-    state.seconds = shared_seconds(accelerator, elapsed())
+    state.seconds = from_main(accelerator, elapsed())
     # A final evaluation when the last step did not just have one, so the best model really is the best.
     if evaluate_fn is not None and cfg.eval_every_steps and state.step % cfg.eval_every_steps and not state.stopped_early:
         run_eval()
@@ -520,7 +522,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     unwrapped = accelerator.unwrap_model(model)
     best = ckpt_dir / "best"
     accelerator.wait_for_everyone()
-    if state.best_step is not None and state.best_step != state.step and shared_flag(accelerator, best.exists()):
+    if state.best_step is not None and state.best_step != state.step and from_main(accelerator, best.exists()):
         load_model(unwrapped, str(best / "model.safetensors"))
     from hfpipe.pipeline.models import count_parameters
 
@@ -533,19 +535,10 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     return unwrapped, result
 
 
-def shared_flag(accelerator: Accelerator, flag: bool) -> bool:
-    """The main process's decision, on every process."""
+def from_main(accelerator: Accelerator, value: T) -> T:
+    """The main process's value (a decision, its clock) on every process: one answer for all of them."""
     if accelerator.num_processes == 1:
-        return flag
+        return value
     from accelerate.utils import broadcast_object_list
 
-    return bool(broadcast_object_list([flag])[0])
-
-
-def shared_seconds(accelerator: Accelerator, seconds: float) -> float:
-    """The main process's clock, on every process."""
-    if accelerator.num_processes == 1:
-        return seconds
-    from accelerate.utils import broadcast_object_list
-
-    return float(broadcast_object_list([seconds])[0])
+    return broadcast_object_list([value])[0]
