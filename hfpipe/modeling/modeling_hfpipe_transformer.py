@@ -96,6 +96,10 @@ class CopyGenerator(nn.Module):
         self.gate = nn.Linear(2 * d_model, 1)
         self.scale = d_model**-0.5
 
+    def project_keys(self, encoder_output: torch.Tensor) -> torch.Tensor:
+        """(batch, source, d_model) -> (batch, source, d_model), k(e_s)."""
+        return self.key(encoder_output)
+
     def forward(
         self,
         decoder_states: torch.Tensor,
@@ -103,6 +107,7 @@ class CopyGenerator(nn.Module):
         source_ids: torch.Tensor,
         source_mask: torch.Tensor | None,
         vocab_logits: torch.Tensor,
+        keys: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -111,12 +116,16 @@ class CopyGenerator(nn.Module):
             source_ids: (batch, source) token ids x_s.
             source_mask: (batch, source) 1 for tokens, 0 for padding, or None.
             vocab_logits: (batch, target, vocab), the pre-softmax projection of h_t.
+            keys: `project_keys(encoder_output)` when already computed (generation computes it once, not at every
+                step: it costs as much as the vocabulary projection).
 
         Returns:
             (batch, target, vocab) log P(w), in float32: log-probabilities are valid logits (log_softmax leaves
             them unchanged), so losses, beam search and logits processors work on them as on any logits.
         """
-        scores = self.query(decoder_states) @ self.key(encoder_output).transpose(1, 2)  # (batch, target, source)
+        if keys is None:
+            keys = self.project_keys(encoder_output)
+        scores = self.query(decoder_states) @ keys.transpose(1, 2)  # (batch, target, source)
         scores = scores.float() * self.scale
         if source_mask is not None:
             scores = scores.masked_fill(~source_mask.bool()[:, None, :], float("-inf"))
@@ -564,6 +573,23 @@ class HfpipeTransformerForConditionalGeneration(HfpipeTransformerPreTrainedModel
             labels, pad_token_id=self.config.pad_token_id, decoder_start_token_id=self.config.decoder_start_token_id
         )
 
+    @property
+    def logits_are_log_probs(self) -> bool:
+        """True when `logits` are already log-probabilities (copy attention): a loss can read them as they are,
+        without a second log-softmax over the vocabulary."""
+        return bool(self.config.copy_attention)
+
+    def _reorder_cache(self, cache: Cache, beam_idx: torch.Tensor) -> Cache:
+        """Beam search's reordering after each step. Every beam of an input attends to the same encoder output,
+        so the cross-attention keys and values (and the copy keys) are the same across its beams and
+        beam_idx only permutes beams within an input: only the self-attention cache needs reordering. Copying
+        the cross-attention cache too took a quarter of beam search's time."""
+        if isinstance(cache, EncoderDecoderCache):
+            cache.self_attention_cache.reorder_cache(beam_idx)
+        else:
+            cache.reorder_cache(beam_idx)
+        return cache
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -618,8 +644,17 @@ class HfpipeTransformerForConditionalGeneration(HfpipeTransformerPreTrainedModel
                     "copy_attention needs the source token ids: pass input_ids, or encoder_outputs from this "
                     "model's encoder with return_dict=True"
                 )
+            keys = None
+            if outputs.cache is not None:
+                # The encoder output is fixed for a whole generate() call, so its copy keys are too: kept with the
+                # cache, which lives exactly as long (and, like the cross-attention keys, is not beam-reordered).
+                keys = getattr(outputs.cache, "hfpipe_copy_keys", None)
+                if keys is None:
+                    keys = self.copy_generator.project_keys(outputs.encoder_last_hidden_state)
+                    outputs.cache.hfpipe_copy_keys = keys
             logits = self.copy_generator(
-                outputs.last_hidden_state, outputs.encoder_last_hidden_state, source_ids, attention_mask, logits
+                outputs.last_hidden_state, outputs.encoder_last_hidden_state, source_ids, attention_mask, logits,
+                keys=keys,
             )  # (batch, target, vocab) log-probabilities
         loss = None if labels is None else seq2seq_loss(logits, labels, num_items_in_batch=num_items_in_batch)
         output = Seq2SeqLMOutput(

@@ -248,8 +248,38 @@ def _optimizer(model: PreTrainedModel, cfg: TrainConfig) -> torch.optim.Optimize
             continue
         (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                             eps=cfg.adam_epsilon)
+    kwargs: dict[str, Any] = dict(lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+    # The fused kernel updates every parameter in one pass; the default on CPU is a Python loop of ~6 small ops per
+    # parameter tensor, 5% of a small model's step here (bench/speed_vs_examples.py). Same update, to rounding.
+    device = next((p.device.type for p in decay + no_decay), "cpu")
+    if device in ("cpu", "cuda"):
+        try:
+            return torch.optim.AdamW(groups, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):  # a dtype or build without the fused kernel
+            pass
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, *, label_smoothing: float,
+                   log_probs: bool) -> torch.Tensor:
+    """Σ over labelled tokens (labels != -100) of the label-smoothed cross-entropy, in float32.
+
+    `log_probs`: the logits are already log-probabilities (a copy-attention model mixes two distributions and
+    returns log P): read them as they are instead of normalising a second time, which costs a full-vocabulary
+    log-softmax forward and backward per token. Same value as cross_entropy's (whose log_softmax of log P is
+    log P when P sums to 1): (1 − ε)·(−log P(y)) + ε·mean_v(−log P(v))."""
+    import torch
+    import torch.nn.functional as F
+
+    flat = logits.float().view(-1, logits.size(-1))  # (tokens, vocab)
+    targets = labels.view(-1)  # (tokens,)
+    if not log_probs:
+        return F.cross_entropy(flat, targets, ignore_index=-100, label_smoothing=label_smoothing, reduction="sum")
+    keep = targets != -100
+    nll = -flat.gather(1, targets.clamp_min(0)[:, None]).squeeze(1)  # (tokens,)
+    if label_smoothing:
+        nll = (1.0 - label_smoothing) * nll - label_smoothing * flat.mean(dim=-1)
+    return torch.where(keep, nll, 0.0).sum()
 
 
 # --------------------------------------------------------------------------------------------- the loop
@@ -332,8 +362,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     # processes runs the warm-up and decay n times too fast. It steps here once per optimizer step instead.
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     accelerator.register_for_checkpointing(scheduler)
-    # Summed, not averaged: the loop divides by the global number of target tokens of the optimizer step.
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=-100, label_smoothing=cfg.label_smoothing, reduction="sum")
+    log_probs = bool(getattr(accelerator.unwrap_model(model), "logits_are_log_probs", False))
 
     if resume:
         last = latest_checkpoint(ckpt_dir)
@@ -440,7 +469,9 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     logits = ddp_forward(model, batch)
-                loss_sum = loss_fn(logits.float().view(-1, logits.size(-1)), batch["labels"].view(-1))
+                # Summed, not averaged: the step's loss is divided by its global number of target tokens below.
+                loss_sum = token_loss_sum(logits, batch["labels"], label_smoothing=cfg.label_smoothing,
+                                          log_probs=log_probs)
                 step_loss += loss_sum.detach()
                 step_bad += (~torch.isfinite(loss_sum.detach())).float()
                 # × processes (DDP averages gradients over them) × accumulation (accelerate divides by it):
