@@ -193,7 +193,7 @@ def test_non_utf8_file(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_bytes((json.dumps(pair("café", "Kaffee"), ensure_ascii=False) + "\n").encode("latin-1"))
     err = data_error(path)
-    assert "not UTF-8" in err.message and err.where == str(path)
+    assert "line 1 is not UTF-8" in err.message and err.where == f"{path}:1"
     assert "iconv" in (err.hint or "")
 
 
