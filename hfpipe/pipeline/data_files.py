@@ -131,8 +131,8 @@ def iter_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
                             raise _nul_error(path, reader.line_num)
                         yield reader.line_num, record
                 except csv.Error as err:
-                    raise DataError(f"line {reader.line_num} is not valid {fmt.upper()}: {err}",
-                                    where=f"{path}:{reader.line_num}",
+                    lineno = reader.line_num + 1  # csv counts a line once it has parsed it, and this one failed
+                    raise DataError(f"line {lineno} is not valid {fmt.upper()}: {err}", where=f"{path}:{lineno}",
                                     hint="check the quoting on that line") from None
     except DataError:
         raise

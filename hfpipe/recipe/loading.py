@@ -135,6 +135,11 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
         if node is not None:
             _check_expansion(node, path)
         data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.reader.ReaderError as err:  # a character YAML does not allow (a NUL byte, a control character)
+        line = text.count("\n", 0, err.position) + 1
+        raise RecipeError(f"the recipe is not valid YAML: character {err.character!r} is not allowed in YAML text",
+                          where=f"{path}:{line}", hint="the file is binary or corrupted there: remove that "
+                                                       "character") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -308,6 +313,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], lines: dict[tupl
             value = _resolved(_expanduser(value))
         if keys in _MAYBE_PATH_KEYS and isinstance(value, str) and _expanduser(value).exists():
             value = _resolved(_expanduser(value))
+        for n in range(1, len(keys)):  # a value the override replaces with a mapping: the error is the override's
+            if not isinstance(_get(data, keys[:n]), dict):
+                lines[keys[:n]] = f"--set {item}"
         _set(data, keys, value)
         lines[keys] = f"--set {item}"
     return issues
