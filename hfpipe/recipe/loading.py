@@ -306,9 +306,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], lines: dict[tupl
             issues.append(Issue("--set", f"empty key in {item!r}"))
             continue
         try:
+            node = yaml.compose(raw_value, Loader=_LineLoader) if raw_value.strip() else None
+            if node is not None:
+                _check_expansion(node, Path(f"--set {item}"))
             value = yaml.load(raw_value, Loader=_LineLoader) if raw_value.strip() else None  # noqa: S506
         except yaml.YAMLError:
             value = raw_value
+        except RecipeError as err:  # an alias bomb or a value that contains itself
+            issues.append(Issue(".".join(keys), err.message, f"--set {item}"))
+            continue
+        except RecursionError:
+            issues.append(Issue(".".join(keys), f"the value is nested more than {_MAX_RECIPE_DEPTH} levels deep",
+                                f"--set {item}"))
+            continue
         if keys in _FILE_KEYS and isinstance(value, str):
             value = _resolved(_expanduser(value))
         if keys in _MAYBE_PATH_KEYS and isinstance(value, str) and _expanduser(value).exists():

@@ -87,9 +87,17 @@ def pair(en: object, de: object) -> str:
 
 
 def alias_bomb() -> str:
+    """A "billion laughs": nine levels of nine aliases each, 9**9 (387 million) values once expanded."""
     lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
     return "\n".join(lines) + "\ntask: translation\n"
+
+
+def alias_bomb_value() -> str:
+    """The same bomb as one flow-style value, for --set."""
+    levels = ["&l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"&l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    return "[" + ", ".join(levels) + "]"
 
 
 # --------------------------------------------------------------------------------------------- the table
@@ -440,6 +448,11 @@ CASES = [
          ("train.nonexistent (--set train.nonexistent=1)", "unknown key 'nonexistent'")),
     Case("cli-set-below-a-value", _v(None, "--set", "train.max_steps.x=1"), RECIPE,
          ("train.max_steps (--set train.max_steps.x=1)", "valid integer")),
+    Case("cli-set-alias-bomb", lambda folder, m: Call(["validate", str(recipe(folder)), "--set",
+                                                      f"model.config.x={alias_bomb_value()}"], timeout=30), RECIPE,
+         ("model.config.x", "billion laughs", "--set model.config.x=")),
+    Case("cli-set-value-contains-itself", _v(None, "--set", "model.config.x=&a [*a]"), RECIPE,
+         ("model.config.x", "refers to itself")),
     Case("cli-set-without-equals", _v(None, "--set", "train.max_steps"), RECIPE,
          ("expected KEY.PATH=VALUE", "'train.max_steps'")),
     Case("cli-set-path-of-unknown-user", _v(None, "--set", "data.files.train=~nosuchuser/t.jsonl"), DATA,
