@@ -129,8 +129,8 @@ class Models:
         self._good: Path | None = None
 
     def good(self) -> Path:
-        """A tiny MBart (vocabulary 40) saved with save_pretrained, and a tokenizer of 100 tokens next to it is
-        NOT what it holds: `good` holds a matching tokenizer (the model is sized for it)."""
+        """A tiny random MBart saved with save_pretrained, with the 100-token tokenizer it is sized for next to
+        it; the cases copy it and break the copy."""
         if self._good is None:
             from transformers import MBartConfig, MBartForConditionalGeneration
 
@@ -263,6 +263,11 @@ def _folder_as_train(folder: Path, m: Models) -> Call:
     return Call(["validate", str(recipe(folder, {"data": {"files": {"train": str(folder / "train.jsonl")}}}))])
 
 
+def _symlink_loop(folder: Path, m: Models) -> Call:
+    (folder / "loop.jsonl").symlink_to("loop.jsonl")
+    return Call(["validate", str(recipe(folder, text=recipe(folder).read_text().replace(str(FIXTURE), "loop.jsonl")))])
+
+
 def _one_row_validate(folder: Path, m: Models) -> Call:
     (folder / "one.jsonl").write_text(LINES[0] + "\n", encoding="utf-8")
     return Call(["validate", str(recipe(folder, {"data": {"files": {"train": str(folder / "one.jsonl")}}}))])
@@ -331,6 +336,8 @@ CASES = [
          ("not a regular file",)),
     Case("recipe-missing", lambda folder, m: Call(["validate", str(folder / "nope.yaml")]), RECIPE,
          ("recipe file not found", "nope.yaml")),
+    Case("recipe-huge-file", _file("task: translation\n" + "# padding\n" * 200_000), RECIPE,
+         ("bytes; a recipe is a few KB", "r.yaml")),
     Case("recipe-duplicate-key", _v(text=yaml.safe_dump(BASE, sort_keys=False) + "task: summarization\n"), RECIPE,
          ("duplicate key", "task", "r.yaml:")),
     Case("recipe-extends-cycle", _file("extends: r.yaml\ntask: translation\n"), RECIPE, ("forms a cycle", "r.yaml")),
@@ -405,6 +412,7 @@ CASES = [
     Case("data-missing-column", _vt("train.jsonl", GOOD_JSONL, target_lang="fr"), DATA,
          ("column 'fr' not found", "available: de, en")),
     Case("data-folder-instead-of-file", _folder_as_train, DATA, ("found a folder", "train.jsonl")),
+    Case("data-symlink-loop", _symlink_loop, DATA, ("not found", "loop.jsonl")),
     Case("data-dev-zero", lambda folder, m: Call(["validate", str(recipe(folder, {"data": {
         "files": {"train": "/dev/zero"}, "format": "jsonl"}}))], timeout=30), DATA,
          ("not a regular file: /dev/zero",)),
@@ -453,6 +461,7 @@ CASES = [
          ("model.config.x", "billion laughs", "--set model.config.x=")),
     Case("cli-set-value-contains-itself", _v(None, "--set", "model.config.x=&a [*a]"), RECIPE,
          ("model.config.x", "refers to itself")),
+    Case("cli-gate-syntax", _v(None, "--gate", "bleu>>25"), RECIPE, ("gates.checks[0]", "bleu>>25")),
     Case("cli-set-without-equals", _v(None, "--set", "train.max_steps"), RECIPE,
          ("expected KEY.PATH=VALUE", "'train.max_steps'")),
     Case("cli-set-path-of-unknown-user", _v(None, "--set", "data.files.train=~nosuchuser/t.jsonl"), DATA,
