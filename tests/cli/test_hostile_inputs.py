@@ -443,7 +443,8 @@ CASES = [
          ("cannot create the run directory", "Permission denied")),
     Case("env-run-dir-under-a-file-heavy", _run_dir_under_a_file, RUNDIR,
          ("cannot create the run directory", "blocker")),
-    Case("env-disk-full-in-checkpoint-heavy", _disk_full_in_checkpoint, RUNDIR, ("File too large",)),
+    Case("env-disk-full-in-checkpoint-heavy", _disk_full_in_checkpoint, RUNDIR,
+         ("could not be written: File too large", "checkpoints", "model.safetensors")),
     Case("env-cache-under-a-file-heavy", _cache_is_a_file, RUNDIR,
          ("cannot write the hfpipe cache", "cache-file", "HFPIPE_CACHE")),
     Case("env-no-home", _no_home, OK, ("recipe is valid",)),
@@ -511,12 +512,19 @@ def run_call(call: Call, folder: Path) -> tuple[int, str]:
     return proc.returncode, proc.stdout + proc.stderr
 
 
+def _status(manifest: Path) -> str | None:
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("status")
+    except ValueError:
+        return None
+
+
 def leftovers(folder: Path, call: Call, code: int) -> list[str]:
     """What a later run or command would take as a valid result of this failed one (the module's model folders
     live elsewhere)."""
     found = [str(p) for p in folder.rglob("config.json") if p.parent.name in ("model", "best")]
     found += [str(p) for p in folder.rglob("checkpoints/step-*/trainer_state.json")]
-    found += [str(p) for p in folder.rglob("manifest.json") if '"finished"' in p.read_text(errors="replace")]
+    found += [str(p) for p in folder.rglob("manifest.json") if _status(p) == "finished"]
     cache = folder / "cache"
     if code != OK and not call.cache_may_hold and cache.exists():
         found += [str(p) for p in cache.rglob("*") if p.name in ("tokenizer.json", "dataset_dict.json")]
