@@ -76,8 +76,12 @@ def with_train(folder: Path, name: str, content: bytes | str, **data: object) ->
     """A recipe whose training file is `name` with `content` (and a good validation file, so that nothing is
     carved off: the case is about the training file alone)."""
     (folder / name).write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
-    (folder / "dev.jsonl").write_text("\n".join(LINES[:5]) + "\n", encoding="utf-8")
     flat = {"source_column": "src", "target_column": "tgt"} if name.rsplit(".", 1)[-1] in ("csv", "tsv") else {}
+    dev = LINES[:5]
+    if flat or "source_column" in data:  # the validation file in the same columns, so it adds no error of its own
+        dev = [json.dumps({"src": json.loads(x)["translation"]["en"], "tgt": json.loads(x)["translation"]["de"]})
+               for x in dev]
+    (folder / "dev.jsonl").write_text("\n".join(dev) + "\n", encoding="utf-8")
     return recipe(folder, {"data": {"files": {"train": str(folder / name), "validation": str(folder / "dev.jsonl")},
                                     **flat, **data}})
 
@@ -477,6 +481,11 @@ CASES = [
 ]
 
 
+# Cases whose one bad input is rightly reported as several problems (every missing section of an empty recipe, a
+# wrong column name that both data files lack).
+SEVERAL_PROBLEMS = {"recipe-is-empty", "data-missing-column"}
+
+
 # --------------------------------------------------------------------------------------------- running a case
 _BOX = re.compile(r"[│╭╮╰╯─•]")
 
@@ -552,6 +561,8 @@ def test_hostile_input(case: Case, tmp_path: Path, models: Models) -> None:
     assert "Internal error" not in out, out[-4000:]
     for words in case.words:
         assert normalise(words) in text, f"{words!r} not in:\n{out[-4000:]}"
+    if case.code in (RECIPE, DATA) and "problems" in text.split(" fix:")[0]:
+        assert case.name in SEVERAL_PROBLEMS, f"more than one problem reported for one bad input:\n{out[-4000:]}"
     if case.code != OK:
         # One message: one hfpipe error panel, or one usage error from the command-line parser.
         panels = out.count(f"(exit {case.code})")
