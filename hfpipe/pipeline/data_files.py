@@ -191,9 +191,11 @@ def columns_for(task: Task, data: DataConfig) -> str:
     return f"{data.translation_column!r} (with keys {data.source_lang!r} and {data.target_lang!r})"
 
 
-def extract(task: Task, data: DataConfig, record: dict[str, Any], where: str) -> Example | None:
+def extract(task: Task, data: DataConfig, record: dict[str, Any], where: str,
+            numbers: dict[str, tuple[str, Any]] | None = None) -> Example | None:
     """The (source, target) of one record, or None when either side is empty. Raises DataError when the
-    columns the recipe names are not there."""
+    columns the recipe names are not there. A JSON number is read as text; `numbers`, where given, records the
+    first one per column (where, value)."""
     if task == "summarization":
         src_key, tgt_key, holder = data.text_column, data.summary_column, record
     elif data.source_column:
@@ -214,11 +216,8 @@ def extract(task: Task, data: DataConfig, record: dict[str, Any], where: str) ->
     if source is None or target is None:
         return None
     for key, value in ((src_key, source), (tgt_key, target)):
-        if isinstance(value, (bool, int, float)):  # an id or score column, not the text
-            kind = "a boolean" if isinstance(value, bool) else "a number"
-            raise DataError(f"column {key!r} holds {kind} ({value!r}), not text", where=where,
-                            hint="point the recipe at the text column; if numbers are the text, write them as "
-                                 "strings (\"42\")")
+        if isinstance(value, (bool, int, float)) and numbers is not None:
+            numbers.setdefault(key, (where, value))
         if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
             raise DataError(f"column {key!r} holds a {type(value).__name__} ({str(value)[:60]}), not text",
                             where=where, hint="point the recipe at a text column (or a list of sentences)")
@@ -254,12 +253,25 @@ def read_examples(path: Path, task: Task, data: DataConfig, *, limit: int | None
     fmt = file_format(path, data.format)
     examples: list[Example] = []
     dropped = 0
+    numeric: dict[str, int] = {}  # per column, the examples whose value there is a JSON number (or boolean)
+    first: dict[str, tuple[str, Any]] = {}
     for lineno, record in iter_records(path, fmt):
-        example = extract(task, data, record, f"{path}:{lineno}")
+        seen: dict[str, tuple[str, Any]] = {}
+        example = extract(task, data, record, f"{path}:{lineno}", seen)
         if example is None:
             dropped += 1
             continue
+        for key, where_value in seen.items():
+            numeric[key] = numeric.get(key, 0) + 1
+            first.setdefault(key, where_value)
         examples.append(example)
         if limit is not None and len(examples) >= limit:
             break
+    for key, count in numeric.items():
+        # A whole column of numbers is an id or score column, not text (a few numbers among sentences are text).
+        if count == len(examples):
+            where, value = first[key]
+            raise DataError(f"column {key!r} holds numbers (the first: {value!r}), not text", where=where,
+                            hint="point the recipe at the text column; if the numbers are the text, write them "
+                                 "as strings (\"42\")")
     return examples, dropped

@@ -410,7 +410,7 @@ CASES = [
     Case("data-source-column-of-numbers",
          _vt("train.jsonl", "\n".join(json.dumps({"src": i, "tgt": f"Zahl {i}"}) for i in range(9)),
              source_column="src", target_column="tgt"), DATA,
-         ("column 'src' holds a number (0), not text", "train.jsonl:1")),
+         ("column 'src' holds numbers (the first: 0), not text", "train.jsonl:1")),
     Case("data-translation-column-a-string", _vt("train.jsonl", json.dumps({"translation": "hallo"}) + "\n"), DATA,
          ("column 'translation' holds a str", "train.jsonl:1")),
     Case("data-missing-column", _vt("train.jsonl", GOOD_JSONL, target_lang="fr"), DATA,
