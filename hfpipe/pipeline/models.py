@@ -92,7 +92,7 @@ def config_problems(architecture: str, overrides: dict[str, Any], vocab_size: in
     sizes = config_sizes(architecture, overrides)
     problems = []
     for key in _SIZE_KEYS:
-        if key not in sizes:
+        if sizes.get(key) is None:  # unset: the config's own default (T5's num_decoder_layers follows num_layers)
             continue
         value, least = sizes[key], 0 if key in _LAYER_KEYS else 1
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
