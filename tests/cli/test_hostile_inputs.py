@@ -121,8 +121,7 @@ class Case:
     name: str
     build: Callable[[Path, Models], Call]
     code: int
-    words: tuple[str, ...]
-    heavy: bool = False  # imports torch (run, predict, tokenize): seconds rather than a fraction of one
+    words: tuple[str, ...]  # each must be in the output: what went wrong and where
 
 
 class Models:
