@@ -306,7 +306,7 @@ def part_scale(args: argparse.Namespace, work: Path) -> list[tuple]:
                                "test": str(args.data / "ddtp-en-de.test.jsonl.gz")},
                      "source_lang": "en", "target_lang": "de", "max_source_length": 128, "max_target_length": 128},
             "tokenizer": {"train": {"type": "unigram", "vocab_size": 8000}},
-            "model": {"architecture": "hfpipe-transformer"}}))
+            "model": {"architecture": "hfpipe-transformer"}, "train": {"max_steps": 1}}))
         cache = work / f"scale-cache-{n}"
         shutil.rmtree(cache, ignore_errors=True)
         env = {"HF_HUB_OFFLINE": "1", "HFPIPE_CACHE": str(cache)}
