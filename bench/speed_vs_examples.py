@@ -352,7 +352,8 @@ def main() -> None:
     lines = [f"# hfpipe vs run_translation.py, same model ({time.strftime('%Y-%m-%d')})", "",
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
              f"Python {platform.python_version()}. Command: `python bench/speed_vs_examples.py "
-             f"{' '.join(sys.argv[1:])}`. Wall times here vary by up to ±40% between runs; ratios are from one run.",
+             f"{' '.join(sys.argv[1:])}`. Wall times here vary by up to ±40% between runs; ratios are from one run "
+             f"(load average at the start: {os.getloadavg()[0]:.1f}).",
              ""]
     table: list[tuple] = []
     if "train" in parts:
