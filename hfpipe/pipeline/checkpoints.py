@@ -97,7 +97,10 @@ def write_checkpoint(accelerator: Accelerator, folder: Path, step: int, state: d
         _sync(tmp)
         replace_dir(tmp, final)
         for old in checkpoints(folder)[:-keep]:  # only once the newer one is complete
-            shutil.rmtree(old, ignore_errors=True)
+            # Renamed first: a kill in the middle of deleting must not leave a step-N that looks complete.
+            gone = old.with_name(f".{old.name}.tmp")
+            os.replace(old, gone)
+            shutil.rmtree(gone, ignore_errors=True)
         for stale in folder.glob(".step-*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
