@@ -122,7 +122,10 @@ def exit_code_of(app: typer.Typer, debug: bool) -> int:
 
     # SIGTERM (what a CI runner or scheduler sends before killing) ends every command like Ctrl-C does, through
     # the same cleanup (lock released, manifest marked), with 143; training installs its own graceful handlers.
-    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    except ValueError:  # not the main thread (an embedding program's): signals are its business
+        previous = None
     try:
         result = app(standalone_mode=False)
     except Interrupted as err:
@@ -140,7 +143,8 @@ def exit_code_of(app: typer.Typer, debug: bool) -> int:
     except Exception as err:  # click's own usage errors arrive here in non-standalone mode
         return _unexpected(err, debug)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if isinstance(result, bool) or not isinstance(result, int):
         return 0  # a command's return value (None), never an exit code
     # The code of a typer.Exit, and Typer's answer to Ctrl-C (Exit(130), returned rather than raised).
@@ -163,7 +167,9 @@ def _interrupted(err: BaseException) -> int:
 
     code = err.exit_code if isinstance(err, Interrupted) else 130
     message = getattr(err, "message", None) or f"interrupted (exit {code})"
-    make_console(stderr=True).print(f"[yellow]{message}[/yellow]", soft_wrap=True)
+    from rich.markup import escape
+
+    make_console(stderr=True).print(f"[yellow]{escape(message)}[/yellow]", soft_wrap=True)  # one line: a command
     record = HfpipeError(message)
     record.title, record.exit_code = "Interrupted", code
     record.status = "interrupted"  # type: ignore[attr-defined]
