@@ -34,7 +34,7 @@ from hfpipe.pipeline.rundir import (
     text_atomic,
     versions,
 )
-from hfpipe.pipeline.runlock import resume_command
+from hfpipe.pipeline.runlock import claim_on_every_process, resume_command
 from hfpipe.recipe.loading import LoadedRecipe, recipe_to_yaml
 from hfpipe.recipe.schema import Recipe
 from hfpipe.results.gates import GateReport, gate_split, recipe_gates, run_gates
@@ -175,7 +175,7 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
         if accelerator.num_processes > 1:
             broadcast_object_list(chosen)
         run_dir = Path(chosen[0])
-    lock = _claim(accelerator, run_dir, resume, recipe)
+    lock = claim_on_every_process(accelerator, run_dir, resume=resume, recipe=recipe)
     if lock is not None and lock.took_over:
         reporter.info(f"took over the lock of pid {lock.took_over.get('pid')} on {lock.took_over.get('host')}, "
                       "which ended without releasing it")
@@ -189,23 +189,6 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
     finally:
         if lock is not None:
             lock.release()
-
-
-def _claim(accelerator: Accelerator, run_dir: Path, resume: bool, recipe: Recipe) -> Any:
-    """Lock the run directory (main process), or refuse it on every process with the main process's reason."""
-    from hfpipe.pipeline.runlock import claim_run_dir
-    from hfpipe.pipeline.training import from_main
-
-    lock, problem = None, None
-    if accelerator.is_main_process:
-        try:
-            lock = claim_run_dir(run_dir, resume=resume, recipe=recipe)
-        except RunDirError as err:
-            problem = (err.message, err.where, err.hint, err.details)
-    problem = from_main(accelerator, problem)
-    if problem is not None:
-        raise RunDirError(problem[0], where=problem[1], hint=problem[2], details=problem[3])
-    return lock
 
 
 def _run_locked(loaded: LoadedRecipe, accelerator: Accelerator, processes: dict[str, Any], run_dir: Path,
