@@ -423,6 +423,7 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
                     each.set_epoch(state.epoch)
             sampler.set_epoch(state.epoch)
             step_tokens = sampler.step_target_tokens()
+            rolled_over = False
             for batch in epoch_loader:
                 micro = state.batch_in_epoch
                 state.batch_in_epoch += 1
@@ -501,16 +502,19 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
                         state.stopped_early = finished = True
                     model.train()
                 if end_of_epoch:  # counted before any checkpoint, which then resumes at the next epoch's start
-                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                    state.epoch, state.batch_in_epoch, rolled_over = state.epoch + 1, 0, True
                 if evaluated:
                     checkpoint_after_eval(improved)
                 finished = finished or budget.done(state.step, clock["shared"])
                 if not (finished or stop_signal or evaluated) and checkpoint_due(cfg, state):
                     save_checkpoint()
-                if finished or stop_signal or end_of_epoch:
+                if finished or stop_signal:
                     break
-            else:  # the loader ran out without the step count saying so: next epoch all the same
-                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                # At the epoch's end the loader runs out by itself (leaving it with break would skip accelerate's
+                # end-of-iteration bookkeeping).
+            else:
+                if not rolled_over:  # the loader ran out without the step count saying so: next epoch all the same
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             if stop_signal:
                 break
         if stop_signal:

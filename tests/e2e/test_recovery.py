@@ -109,7 +109,8 @@ def _same_run(a: Path, b: Path, *, metrics: bool = True) -> None:
         for key, value in ma["splits"]["test"].items():
             if isinstance(value, float) and key != "seconds":
                 assert mb["splits"]["test"][key] == pytest.approx(value, abs=1e-9), key
-    for weights in ("model/model.safetensors", f"{last}/model.safetensors", "checkpoints/best/model.safetensors"):  # final = best or last
+    # model/ is the best weights (or the last, when the last step was the best): all three are compared.
+    for weights in ("model/model.safetensors", f"{last}/model.safetensors", "checkpoints/best/model.safetensors"):
         wa, wb = load_file(str(a / weights)), load_file(str(b / weights))
         assert wa.keys() == wb.keys()
         for key in wa:
