@@ -176,6 +176,9 @@ def launch_command(processes: int, child_args: list[str], dist: DistributedConfi
     silently change what `--processes N` means."""
     cmd = [sys.executable, "-m", "hfpipe.pipeline.launcher"]
     env = dict(os.environ)
+    # How long torch's launcher lets the processes finish their step and save a checkpoint after passing on a
+    # SIGINT/SIGTERM before it kills them (its default, 30 s, is short for a large model's checkpoint).
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "300")
     if dist is not None and dist.accelerate_config:
         cmd += ["--config_file", dist.accelerate_config, "--num_processes", str(processes)]
         return cmd + ["-m", "hfpipe", *child_args], env
