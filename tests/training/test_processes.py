@@ -279,7 +279,7 @@ def test_sigterm_stops_both_processes_at_the_same_step_and_resumes(tmp_path):
 
     resumed = _torchrun(tmp_path, "-m", "hfpipe", "train", str(recipe), "--run-dir", "run", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resumed from checkpoint step-{step}" in " ".join(resumed.stderr.split())
+    assert f"resumed from checkpoint step-{step}" in " ".join((resumed.stdout + resumed.stderr).split())
     assert [r["step"] for r in _jsonl(log)] == list(range(1, 41))
 
 
