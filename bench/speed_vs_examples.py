@@ -33,6 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PY = sys.executable
+EVAL_ROWS = 500  # the first 500 validation rows, on both sides
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -127,8 +128,9 @@ def hfpipe_recipe(path: Path, data: Path, model_dir: Path, *, steps: int, precis
         "train": {"max_steps": steps, "batch_size": 32, "batch_tokens": None, "learning_rate": 1e-3,
                   "lr_scheduler": "linear", "warmup_steps": steps // 10, "label_smoothing": 0.0, "weight_decay": 0.0,
                   "mixed_precision": precision, "log_every_steps": 10, "seed": 42},
-        "evaluate": {"splits": ["validation"], "num_beams": beams, "max_new_tokens": 128, "batch_size": 32,
-                     "no_repeat_ngram_size": 0, "length_penalty": 1.0},
+        # 127 new tokens: the example script's max_length 128 counts the decoder start token.
+        "evaluate": {"splits": ["validation"], "num_beams": beams, "max_new_tokens": 127, "batch_size": 32,
+                     "no_repeat_ngram_size": 0, "length_penalty": 1.0, "max_samples": EVAL_ROWS},
         "push": {"enabled": False},
     }, indent=1))
     return path
@@ -162,6 +164,7 @@ def example_cmd(anchors: Path, work: Path, model: Path, out: Path, *, train_step
            "--validation_file", str(work / "data/ddtp-en-de.validation.json"), "--max_source_length", "128",
            "--max_target_length", "128", "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "32",
            "--do_eval", "--predict_with_generate", "--num_beams", str(beams), "--report_to", "none",
+           "--max_eval_samples", str(EVAL_ROWS),
            "--seed", "42", "--output_dir", str(out), "--save_strategy", "no", "--logging_steps", "10"]
     if train_steps:
         cmd += ["--do_train", "--max_steps", str(train_steps), "--learning_rate", "1e-3",
@@ -182,21 +185,14 @@ def part_train_eval(args: argparse.Namespace, work: Path, model: Path, cwd: Path
     print(f"matmul peak fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s; "
           f"{per_token / 1e6:.1f} MFLOP per target token (fwd+bwd)", flush=True)
 
-    # --- the example script: train + greedy validation in one process (its whole-run peak RSS), then beam 4
+    # --- the example script: train + greedy validation in one process (its whole-run peak RSS)
     ex_out = work / "ex"
     shutil.rmtree(ex_out, ignore_errors=True)
     ex = run_timed(example_cmd(args.anchors, work, model, ex_out, train_steps=steps, beams=1), log=work / "ex.log",
                    cwd=cwd, env=env)
     ex_train = json.loads((ex_out / "train_results.json").read_text())
-    ex_eval = json.loads((ex_out / "eval_results.json").read_text())
-    ex_b4_out = work / "ex-b4"
-    shutil.rmtree(ex_b4_out, ignore_errors=True)
-    run_timed(example_cmd(args.anchors, work, ex_out, ex_b4_out, train_steps=None, beams=4), log=work / "ex-b4.log",
-              cwd=cwd, env=env)
-    ex_eval_b4 = json.loads((ex_b4_out / "eval_results.json").read_text())
     ex_tok_s = steps * 32 * mean_tgt / ex_train["train_runtime"]
-    print(f"example: {ex_tok_s:,.0f} target tok/s, greedy eval {ex_eval['eval_runtime']:.1f}s, "
-          f"beam-4 eval {ex_eval_b4['eval_runtime']:.1f}s, peak RSS {ex['rss_gb']:.2f} GB", flush=True)
+    print(f"example: {ex_tok_s:,.0f} target tok/s, peak RSS {ex['rss_gb']:.2f} GB", flush=True)
 
     # --- hfpipe: the same model, data and settings; fp32, then `auto` where it resolves to something else
     precisions = ["no"]
@@ -215,18 +211,34 @@ def part_train_eval(args: argparse.Namespace, work: Path, model: Path, cwd: Path
         print(f"hfpipe ({precision} → {train['mixed_precision']}): {train['tokens_per_second']:,.0f} target tok/s, "
               f"peak RSS {res['rss_gb']:.2f} GB", flush=True)
 
-    # --- evaluation of the example's own trained model by hfpipe, on the same validation rows
+    # --- evaluation, on one model that has learnt to stop (after `steps` steps it writes 127 tokens for every
+    # input, which measures nothing but the cost of a decoding step): trained with the same settings for
+    # --eval-model-steps, then evaluated by the example script and by hfpipe on the same validation rows.
+    eval_run = work / "eval-model"
+    if not (eval_run / "model" / "config.json").exists():
+        recipe = hfpipe_recipe(work / "eval-model.json", args.data, model, steps=args.eval_model_steps, precision="no")
+        shutil.rmtree(eval_run, ignore_errors=True)
+        run_timed([PY, "-m", "hfpipe", "train", str(recipe), "--run-dir", str(eval_run)], log=work / "eval-model.log",
+                  env=env)
+    trained = eval_run / "model"
+    ex_eval, hf_eval = {}, {}
     recipe = hfpipe_recipe(work / "hf-eval.json", args.data, model, steps=steps, precision="no")
-    hf_eval = {}
     for beams in (1, 4):
+        out = work / f"ex-eval-b{beams}"
+        shutil.rmtree(out, ignore_errors=True)
+        run_timed(example_cmd(args.anchors, work, trained, out, train_steps=None, beams=beams),
+                  log=work / f"ex-eval-b{beams}.log", cwd=cwd, env=env)
+        ex_eval[beams] = json.loads((out / "eval_results.json").read_text())
         record = work / f"hf-eval-b{beams}.json"
-        out = run_timed([PY, "-m", "hfpipe", "evaluate", str(ex_out), "--recipe", str(recipe), "--split", "validation",
-                         "--set", f"evaluate.num_beams={beams}", "--json"], log=work / f"hf-eval-b{beams}.log", env=env,
-                        stdout=record)
+        res = run_timed([PY, "-m", "hfpipe", "evaluate", str(trained), "--recipe", str(recipe), "--split",
+                         "validation", "--set", f"evaluate.num_beams={beams}", "--json"],
+                        log=work / f"hf-eval-b{beams}.log", env=env, stdout=record)
         metrics = json.loads(record.read_text())["metrics"]["validation"]
-        hf_eval[beams] = {"seconds": metrics["seconds"], "bleu": metrics["bleu"], "rss_gb": out["rss_gb"]}
+        hf_eval[beams] = {"seconds": metrics["seconds"], "bleu": metrics["bleu"], "rss_gb": res["rss_gb"]}
+        print(f"beams {beams}: example {ex_eval[beams]['eval_runtime']:.1f}s BLEU {ex_eval[beams]['eval_bleu']}, "
+              f"hfpipe {metrics['seconds']:.1f}s BLEU {metrics['bleu']}", flush=True)
 
-    n_val = ex_eval.get("eval_samples", 500)
+    n_val = ex_eval[1].get("eval_samples", EVAL_ROWS)
     fp32 = hf["no"]
     mfu = lambda tok_s, prec: tok_s * per_token / 1e9 / peak["bf16" if prec == "bf16" else "fp32"]  # noqa: E731
     rows.append(("training, target tokens/s (fp32)", f"{ex_tok_s:,.0f}", f"{fp32['tok_s']:,.0f}",
@@ -239,7 +251,7 @@ def part_train_eval(args: argparse.Namespace, work: Path, model: Path, cwd: Path
         rows.append(("training, `auto` precision", "", "resolves to fp32 here (no native bf16)", None, ""))
     rows.append(("training MFU (fp32 matmul peak)", f"{mfu(ex_tok_s, 'no'):.0%}", f"{mfu(fp32['tok_s'], 'no'):.0%}",
                  mfu(fp32["tok_s"], "no") / mfu(ex_tok_s, "no"), "≥ 60%"))
-    for beams, ex_e in ((1, ex_eval), (4, ex_eval_b4)):
+    for beams, ex_e in ex_eval.items():
         ex_rate = n_val / ex_e["eval_runtime"]
         hf_rate = n_val / hf_eval[beams]["seconds"]
         rows.append((f"evaluation {'greedy' if beams == 1 else 'beam 4'}, examples/s (BLEU)",
@@ -247,8 +259,11 @@ def part_train_eval(args: argparse.Namespace, work: Path, model: Path, cwd: Path
                      hf_rate / ex_rate, "≥ 3×, same score"))
     rows.append(("peak RSS of train + greedy evaluation, GB", f"{ex['rss_gb']:.2f}", f"{fp32['rss_gb']:.2f}",
                  fp32["rss_gb"] / ex["rss_gb"], "≤ 1×"))
-    extra = (f"Model: MarianMT 7.7M from `make_tiny_models.py`; {steps} steps of 32 sequences; validation {n_val} rows, "
-             f"max 128 new tokens, batch 32. Matmul peak measured in this run: fp32 {peak['fp32']:.0f} GFLOP/s, "
+    extra = (f"Model: MarianMT 7.7M from `make_tiny_models.py`; {steps} steps of 32 sequences. Evaluation: the same "
+             f"model trained {args.eval_model_steps} steps with these settings, the first {n_val} validation rows, "
+             "max 127 new tokens (the example's max_length 128), batch 32; the example script with the checkpoint's "
+             "generation config, hfpipe with beam early stopping. Peak RSS: the runs of the first two rows, "
+             f"training plus greedy evaluation of those rows. Matmul peak measured in this run: fp32 {peak['fp32']:.0f} GFLOP/s, "
              f"bf16 {peak['bf16']:.0f} GFLOP/s; {per_token / 1e6:.1f} MFLOP per target token (forward + backward, "
              "FlopCounterMode, unpadded). The example's tokens/s is steps × 32 × the mean target length "
              f"({mean_tgt:.1f}) ÷ its train_runtime.")
@@ -291,7 +306,7 @@ def part_scale(args: argparse.Namespace, work: Path) -> list[tuple]:
                                "test": str(args.data / "ddtp-en-de.test.jsonl.gz")},
                      "source_lang": "en", "target_lang": "de", "max_source_length": 128, "max_target_length": 128},
             "tokenizer": {"train": {"type": "unigram", "vocab_size": 8000}},
-            "model": {"architecture": "hfpipe-transformer"}}))
+            "model": {"architecture": "hfpipe-transformer"}, "train": {"max_steps": 1}}))
         cache = work / f"scale-cache-{n}"
         shutil.rmtree(cache, ignore_errors=True)
         env = {"HF_HUB_OFFLINE": "1", "HFPIPE_CACHE": str(cache)}
@@ -320,6 +335,8 @@ def main() -> None:
     parser.add_argument("anchors", type=Path, help="the example scripts' folder (../shared/anchors)")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--eval-model-steps", type=int, default=600,
+                        help="training steps of the model both sides evaluate")
     parser.add_argument("--parts", default="train,startup,scale")
     parser.add_argument("--scale-rows", type=lambda s: [int(x) for x in s.split(",")], default=[20_000, 200_000])
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "hfpipe-speed")

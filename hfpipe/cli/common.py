@@ -107,6 +107,50 @@ def run_cli(app: typer.Typer) -> NoReturn:
     sys.exit(code)
 
 
+# A write that failed for lack of room, whichever library did it: torch and safetensors report it in their own
+# exception types, with the OS error only in the text.
+_NO_ROOM = {errno_name: text for errno_name, text in (
+    ("ENOSPC", "No space left on device"), ("EFBIG", "File too large"), ("EDQUOT", "Disk quota exceeded"))}
+
+
+def _disk_full(err: BaseException) -> HfpipeError | None:
+    """A run-directory error for an exception that comes from a full disk (or a file-size or quota limit), else
+    None. Only the environment can fix it, so it gets the documented code rather than "internal error"."""
+    import errno
+
+    from hfpipe.errors import RunDirError
+
+    codes = {getattr(errno, name) for name in _NO_ROOM if hasattr(errno, name)}
+    seen: BaseException | None = err
+    while seen is not None:
+        text = str(seen)
+        reason = next((t for t in _NO_ROOM.values() if t.lower() in text.lower()), None)
+        if isinstance(seen, OSError) and seen.errno in codes:
+            reason = seen.strerror or reason
+        if reason:
+            filename = getattr(seen, "filename", None) or _written_path(seen)
+            return RunDirError(f"a file could not be written: {reason} (the disk is full, or a file-size or quota "
+                               "limit was reached)", where=str(filename) if filename else None,
+                               hint="free some space (or raise the limit), then continue the run with "
+                                    "`hfpipe run RECIPE --run-dir RUN_DIR --resume`")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _written_path(err: BaseException) -> str | None:
+    """The file a failed write was writing, from the innermost call that names one (safetensors and torch give
+    only the OS error's text). Only these argument names are read: locals can hold a token."""
+    tb, found = err.__traceback__, None
+    while tb is not None:
+        for name in ("filename", "output_model_file", "output_file", "path", "save_directory"):
+            value = tb.tb_frame.f_locals.get(name)
+            if isinstance(value, (str, os.PathLike)):
+                found = os.fspath(value)
+                break
+        tb = tb.tb_next
+    return found
+
+
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:
     from hfpipe.errors import Interrupted
 
@@ -185,6 +229,13 @@ def _failed(err: HfpipeError) -> int:
 
 
 def _unexpected(err: Exception, debug: bool) -> int:
+    full = _disk_full(err)
+    if full is not None:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        return _failed(full)
     usage_errors, aborts = _click_error_types()
     if isinstance(err, usage_errors):
         err.show()

@@ -52,8 +52,13 @@ def _subset(examples: list[Example], n: int | None, seed: int) -> list[Example]:
     return [examples[i] for i in keep]
 
 
+def held_out_rows(n_train: int, fraction: float) -> int:
+    """How many rows carving `fraction` off a training split of `n_train` rows takes (at least one)."""
+    return max(1, round(n_train * fraction))
+
+
 def _carve(train: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    n = max(1, round(len(train) * fraction))
+    n = held_out_rows(len(train), fraction)
     if len(train) - n < 1:
         raise DataError(f"the training split has {len(train)} rows: too few to carve off a held-out split",
                         hint="give data.files.validation and data.files.test, or more training data")

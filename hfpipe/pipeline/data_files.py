@@ -69,7 +69,10 @@ def iter_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
                                                                               "(relative paths are relative to "
                                                                               "the recipe file)")
     if path.is_dir():
-        raise DataError(f"expected a file, found a folder: {path}", where=str(path))
+        raise DataError(f"expected a file, found a folder: {path}", where=str(path),
+                        hint="point data.files at the data file inside it")
+    if not path.is_file():  # a FIFO or a device such as /dev/zero: reading it would never end
+        raise DataError(f"not a regular file: {path}", where=str(path), hint="point data.files at a data file")
     try:
         if fmt == "parquet":
             yield from _iter_parquet(path)
@@ -79,6 +82,8 @@ def iter_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
                 for lineno, line in enumerate(f, 1):
                     if not line.strip():
                         continue
+                    if "\x00" in line:
+                        raise _nul_error(path, lineno)
                     try:
                         record = json.loads(line)
                     except json.JSONDecodeError as err:
@@ -107,22 +112,62 @@ def iter_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
             else:
                 csv.field_size_limit(_MAX_FIELD_CHARS)
                 reader = csv.DictReader(f, delimiter="\t" if fmt == "tsv" else ",")
-                if reader.fieldnames is None:
-                    return
-                for record in reader:
-                    if None in record:
-                        raise DataError(f"row at line {reader.line_num} has more fields than the header "
-                                        f"({len(reader.fieldnames)})", where=f"{path}:{reader.line_num}",
-                                        hint="quote fields that contain the delimiter")
-                    yield reader.line_num, record
+                try:
+                    if reader.fieldnames is None:
+                        return
+                    if any("\x00" in name for name in reader.fieldnames):
+                        raise _nul_error(path, reader.line_num)
+                    for record in reader:
+                        if None in record:
+                            raise DataError(f"row at line {reader.line_num} has more fields than the header "
+                                            f"({len(reader.fieldnames)})", where=f"{path}:{reader.line_num}",
+                                            hint="quote fields that contain the delimiter")
+                        if any(v is None for v in record.values()):  # csv fills missing fields with None
+                            given = sum(v is not None for v in record.values())
+                            raise DataError(f"row at line {reader.line_num} has {given} field(s), fewer than the "
+                                            f"header ({len(reader.fieldnames)})", where=f"{path}:{reader.line_num}",
+                                            hint="every row needs a value for every column (an empty one is ,,)")
+                        if any("\x00" in v for v in record.values()):
+                            raise _nul_error(path, reader.line_num)
+                        yield reader.line_num, record
+                except csv.Error as err:
+                    lineno = reader.line_num + 1  # csv counts a line once it has parsed it, and this one failed
+                    raise DataError(f"line {lineno} is not valid {fmt.upper()}: {err}", where=f"{path}:{lineno}",
+                                    hint="check the quoting on that line") from None
     except DataError:
         raise
     except UnicodeDecodeError as err:
-        raise DataError(f"the file is not UTF-8 text ({err.reason} at byte {err.start})", where=str(path),
-                        hint="convert it to UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
+        # The decoder's position is inside its read buffer, not the file: find the line by reading it again.
+        bad = _first_undecodable_line(path)
+        at = f"line {bad[0]} is not UTF-8 ({bad[1]})" if bad else f"the file is not UTF-8 text ({err.reason})"
+        raise DataError(at, where=f"{path}:{bad[0]}" if bad else str(path),
+                        hint="the file mixes encodings or is not UTF-8: convert it, e.g. "
+                             "`iconv -f latin1 -t utf-8`") from None
     except (gzip.BadGzipFile, EOFError, OSError, csv.Error) as err:
         raise DataError(f"cannot read {path.name}: {err}", where=str(path),
                         hint="the file looks truncated or is not in the format its name says") from None
+
+
+def _nul_error(path: Path, lineno: int) -> DataError:
+    return DataError(f"line {lineno} contains a NUL byte (\\x00)", where=f"{path}:{lineno}",
+                     hint="text files have no NUL bytes: the file is binary, corrupted or UTF-16 (convert it to "
+                          "UTF-8)")
+
+
+def _first_undecodable_line(path: Path) -> tuple[int, str] | None:
+    """(line number, what is wrong) of the first line that is not UTF-8, or None if it cannot be found."""
+    try:
+        with path.open("rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gzipped or path.suffix.lower() == ".gz" else path.open("rb")) as f:
+            for lineno, line in enumerate(f, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    return lineno, f"{err.reason}: byte {line[err.start]:#04x} at column {err.start + 1}"
+    except (OSError, EOFError):
+        return None
+    return None
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -146,9 +191,11 @@ def columns_for(task: Task, data: DataConfig) -> str:
     return f"{data.translation_column!r} (with keys {data.source_lang!r} and {data.target_lang!r})"
 
 
-def extract(task: Task, data: DataConfig, record: dict[str, Any], where: str) -> Example | None:
+def extract(task: Task, data: DataConfig, record: dict[str, Any], where: str,
+            numbers: dict[str, tuple[str, Any]] | None = None) -> Example | None:
     """The (source, target) of one record, or None when either side is empty. Raises DataError when the
-    columns the recipe names are not there."""
+    columns the recipe names are not there. A JSON number is read as text; `numbers`, where given, records the
+    first one per column (where, value)."""
     if task == "summarization":
         src_key, tgt_key, holder = data.text_column, data.summary_column, record
     elif data.source_column:
@@ -169,6 +216,8 @@ def extract(task: Task, data: DataConfig, record: dict[str, Any], where: str) ->
     if source is None or target is None:
         return None
     for key, value in ((src_key, source), (tgt_key, target)):
+        if isinstance(value, (bool, int, float)) and numbers is not None:
+            numbers.setdefault(key, (where, value))
         if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
             raise DataError(f"column {key!r} holds a {type(value).__name__} ({str(value)[:60]}), not text",
                             where=where, hint="point the recipe at a text column (or a list of sentences)")
@@ -204,12 +253,25 @@ def read_examples(path: Path, task: Task, data: DataConfig, *, limit: int | None
     fmt = file_format(path, data.format)
     examples: list[Example] = []
     dropped = 0
+    numeric: dict[str, int] = {}  # per column, the examples whose value there is a JSON number (or boolean)
+    first: dict[str, tuple[str, Any]] = {}
     for lineno, record in iter_records(path, fmt):
-        example = extract(task, data, record, f"{path}:{lineno}")
+        seen: dict[str, tuple[str, Any]] = {}
+        example = extract(task, data, record, f"{path}:{lineno}", seen)
         if example is None:
             dropped += 1
             continue
+        for key, where_value in seen.items():
+            numeric[key] = numeric.get(key, 0) + 1
+            first.setdefault(key, where_value)
         examples.append(example)
         if limit is not None and len(examples) >= limit:
             break
+    for key, count in numeric.items():
+        # A whole column of numbers is an id or score column, not text (a few numbers among sentences are text).
+        if count == len(examples):
+            where, value = first[key]
+            raise DataError(f"column {key!r} holds numbers (the first: {value!r}), not text", where=where,
+                            hint="point the recipe at the text column; if the numbers are the text, write them "
+                                 "as strings (\"42\")")
     return examples, dropped

@@ -76,6 +76,12 @@ def load_model_folder(source: str, target: str | None = None) -> tuple[PreTraine
         raise
     except Exception as err:
         raise load_error("model", target or source, err) from None
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:  # token ids past the embedding table: an index error in the first forward pass
+        raise ModelError(f"the tokenizer has {len(tokenizer):,} tokens but the model's embeddings have {rows:,} rows: "
+                         "they do not belong together", where=str(source),
+                         hint="save the tokenizer the model was trained with next to it (a run's model/ folder "
+                              "holds both)")
     return model, tokenizer
 
 

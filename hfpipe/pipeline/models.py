@@ -31,6 +31,90 @@ _SMALL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# The sizes of each architecture built from a config (its defaults where the recipe gives none): what a model's
+# parameter count follows from, and what must be a positive whole number before anything is allocated.
+_IN_HOUSE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "hfpipe-transformer": dict(d_model=512, encoder_layers=6, decoder_layers=6, num_heads=8, ffn_dim=2048,
+                               max_position_embeddings=512),
+    "hfpipe-rnn": dict(embedding_dim=620, hidden_size=1000, num_layers=1, bidirectional=True),
+}
+_SIZE_KEYS = ("d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
+              "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings", "d_kv", "d_ff", "num_layers",
+              "num_decoder_layers", "num_heads", "ffn_dim", "embedding_dim", "hidden_size")
+_LAYER_KEYS = ("encoder_layers", "decoder_layers", "num_layers", "num_decoder_layers")
+
+
+def config_sizes(architecture: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The size settings of a model built from a config: the defaults hfpipe uses, then model.config."""
+    defaults = _SMALL_DEFAULTS.get(architecture) or _IN_HOUSE_DEFAULTS.get(architecture, {})
+    return {**defaults, **overrides}
+
+
+def estimate_parameters(architecture: str, sizes: dict[str, Any], vocab_size: int) -> int:
+    """A close estimate of the parameter count (embeddings, attention, feed-forward), from the sizes alone."""
+    def get(key: str, default: int = 0) -> int:
+        value = sizes.get(key, default)
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    if architecture == "hfpipe-rnn":
+        e, h, layers = get("embedding_dim"), get("hidden_size"), get("num_layers", 1)
+        directions = 2 if sizes.get("bidirectional", True) else 1
+        encoder = layers * directions * 4 * (e + h) * h
+        decoder = layers * 4 * (e + 2 * h * directions) * h
+        return vocab_size * e * 2 + encoder + decoder + vocab_size * h
+    d = get("d_model")
+    if architecture == "t5":
+        inner = get("num_heads") * get("d_kv")
+        enc, dec = get("num_layers"), get("num_decoder_layers", get("num_layers"))
+        ff = get("d_ff")
+        return vocab_size * d * 2 + enc * (4 * d * inner + 2 * d * ff) + dec * (8 * d * inner + 2 * d * ff)
+    enc_ffn = get("encoder_ffn_dim", get("ffn_dim"))
+    dec_ffn = get("decoder_ffn_dim", get("ffn_dim"))
+    return (vocab_size * d + get("max_position_embeddings") * d * 2
+            + get("encoder_layers") * (4 * d * d + 2 * d * enc_ffn)
+            + get("decoder_layers") * (8 * d * d + 2 * d * dec_ffn))
+
+
+def memory_bytes() -> int | None:
+    """Physical memory of this machine (None where the OS does not say)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def config_problems(architecture: str, overrides: dict[str, Any], vocab_size: int) -> list[str]:
+    """What is wrong with the sizes of a model built from a config, found before building it: sizes that are not
+    positive whole numbers, a width the attention heads do not divide, and a model too big for this machine's
+    memory (building it would be killed by the OS, or swap for hours, instead of failing with a message)."""
+    sizes = config_sizes(architecture, overrides)
+    problems = []
+    for key in _SIZE_KEYS:
+        if sizes.get(key) is None:  # unset: the config's own default (T5's num_decoder_layers follows num_layers)
+            continue
+        value, least = sizes[key], 0 if key in _LAYER_KEYS else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            problems.append(f"model.config.{key} must be a whole number of at least {least}, got {value!r}")
+    if problems:
+        return problems
+    d = sizes.get("d_model")
+    for heads_key in ("encoder_attention_heads", "decoder_attention_heads", "num_heads"):
+        heads = sizes.get(heads_key)
+        if d and heads and architecture != "t5" and d % heads:
+            problems.append(f"model.config.d_model ({d}) must be divisible by model.config.{heads_key} ({heads}): "
+                            f"each head gets d_model / heads dimensions")
+    parameters = estimate_parameters(architecture, sizes, vocab_size)
+    memory = memory_bytes()
+    if memory and parameters * 4 > memory:
+        problems.append(f"model.config makes a model of about {parameters / 1e9:,.1f} billion parameters: its "
+                        f"float32 weights alone take {parameters * 4 / 2**30:,.0f} GiB, more than this machine's "
+                        f"{memory / 2**30:,.0f} GiB of memory (check d_model, the layer counts, the feed-forward "
+                        f"sizes and the vocabulary)")
+    return problems
+
+
 def position_limit(config: Any) -> int | None:
     """How many positions the model can encode (None: no hard limit, e.g. T5's relative positions or an RNN)."""
     if getattr(config, "model_type", None) == "encoder-decoder":
@@ -56,6 +140,10 @@ def _from_config(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreTrain
     arch = recipe.model.architecture
     ids = _special_ids(tokenizer)
     overrides = dict(recipe.model.config)
+    problems = config_problems(arch, overrides, len(tokenizer))
+    if problems:
+        raise ModelError(f"cannot build {arch} from model.config", where="model.config", details=problems,
+                         hint="fix the sizes in model.config (`hfpipe validate` finds these before a run)")
     if arch in ("hfpipe-transformer", "hfpipe-rnn"):
         from hfpipe.modeling import build_config, register_auto_classes
 
@@ -97,7 +185,7 @@ def _from_config(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreTrain
         kwargs["attn_implementation"] = recipe.model.attn_implementation
     try:
         return AutoModelForSeq2SeqLM.from_config(config, **kwargs)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RuntimeError) as err:  # RuntimeError: torch refusing a size or out of memory
         raise ModelError(f"cannot build {arch} from its config: {err}", where="model") from None
 
 

@@ -96,11 +96,16 @@ def preflight(loaded: LoadedRecipe) -> PreflightReport:
                 continue
             report.rows[split], report.dropped[split] = len(examples), dropped
             splits[split] = examples
-            if not examples:
-                report.errors.append(f"data.files.{split}: no usable rows (every source or target is empty)")
+            if not examples and not dropped:
+                report.errors.append(f"data.files.{split}: no rows: the file is empty or has only a header "
+                                     f"({name})")
+            elif not examples:
+                report.errors.append(f"data.files.{split}: no usable rows: all {dropped:,} rows have an empty source "
+                                     f"or target ({name})")
             elif dropped:
                 report.warnings.append(f"data.files.{split}: {dropped:,} rows with an empty source or target will "
                                        "be dropped")
+        _check_carving(recipe, splits, report)
         if "validation" not in splits and "train" in splits:
             report.notes.append(f"no validation file: {d.validation_fraction:.0%} of train will be carved off "
                                 f"(seed {d.split_seed})")
@@ -110,6 +115,14 @@ def preflight(loaded: LoadedRecipe) -> PreflightReport:
     else:
         report.notes.append(f"Hub dataset {d.hub_dataset!r}: columns are checked when it is loaded")
 
+    m = recipe.model
+    if m.architecture is not None and m.architecture != "encoder-decoder":
+        from hfpipe.pipeline.models import config_problems
+
+        vocab = recipe.tokenizer.train.vocab_size if recipe.tokenizer.train is not None else 0
+        for problem in config_problems(m.architecture, dict(m.config), vocab):
+            report.errors.append(problem)
+            report.data_errors_only = False
     config = _model_config(recipe)
     if config is not None:
         limit = _position_limit(config)
@@ -127,6 +140,25 @@ def preflight(loaded: LoadedRecipe) -> PreflightReport:
 
     _check_lengths(recipe, splits, report)
     return report
+
+
+def _check_carving(recipe: Recipe, splits: dict[str, list[Example]], report: PreflightReport) -> None:
+    """The held-out splits that will be carved off train must leave train at least one row (as data.py carves)."""
+    from hfpipe.pipeline.data import held_out_rows
+
+    d = recipe.data
+    left = len(splits.get("train") or [])
+    if not left:
+        return
+    for split, fraction in (("validation", d.validation_fraction), ("test", d.test_fraction)):
+        if split in splits or (d.files is not None and getattr(d.files, split)) or fraction is None:
+            continue
+        held = held_out_rows(left, fraction)
+        if left - held < 1:
+            report.errors.append(f"data.files.train: {left:,} usable row(s) are too few to carve off a {split} "
+                                 f"split and still train: give data.files.{split}, or more training rows")
+            return
+        left -= held
 
 
 def _check_lengths(recipe: Recipe, splits: dict[str, list[Example]], report: PreflightReport) -> None:

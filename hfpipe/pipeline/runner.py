@@ -161,8 +161,13 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
     recipe = loaded.recipe
     if run_dir is None and resume:
         raise RunDirError("--resume needs --run-dir (the run to continue)")
-    if run_dir is not None and resume and not RunDir(run_dir).recipe.exists():
-        raise RunDirError(f"cannot resume: {run_dir} is not a run directory (no recipe.yaml)")
+    if run_dir is not None:
+        check = RunDir(run_dir)
+        if check.path.exists() and not check.path.is_dir():
+            raise RunDirError(f"--run-dir {run_dir} is a file, not a folder", where=str(run_dir),
+                              hint="give a new folder, or an earlier run's folder with --resume")
+        if resume and not check.recipe.exists():
+            raise RunDirError(f"cannot resume: {run_dir} is not a run directory (no recipe.yaml)")
     from hfpipe.pipeline.distributed import describe, make_accelerator
 
     accelerator = make_accelerator(recipe)
@@ -206,8 +211,13 @@ def _run_locked(loaded: LoadedRecipe, accelerator: Accelerator, processes: dict[
     started = datetime.now(timezone.utc).isoformat()
     argv = argv or sys.argv
     if accelerator.is_main_process:
-        run.path.mkdir(parents=True, exist_ok=True)
-        text_atomic(run.recipe, f"# resolved from {loaded.path}\n" + recipe_to_yaml(recipe))
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+            text_atomic(run.recipe, f"# resolved from {loaded.path}\n" + recipe_to_yaml(recipe))
+        except OSError as err:  # not writable, a file in the way, a full disk: before any work is done
+            raise RunDirError(f"cannot create the run directory {run.path}: {err.strerror or err}",
+                              where=str(err.filename or run.path),
+                              hint="choose a writable place with --run-dir (or run from a writable folder)") from None
     accelerator.wait_for_everyone()
     if recipe.train.report_to:
         from hfpipe.pipeline.distributed import start_trackers

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hfpipe import __version__
-from hfpipe.errors import ModelError
+from hfpipe.errors import ModelError, RunDirError
 from hfpipe.pipeline.data_files import Example
 from hfpipe.pipeline.locations import (
     hub_downloads_allowed,
@@ -37,6 +37,13 @@ PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 
 def cache_root() -> Path:
     return Path(os.environ.get("HFPIPE_CACHE", Path.home() / ".cache" / "hfpipe")).expanduser()
+
+
+def cache_error(err: OSError, where: Path) -> RunDirError:
+    """The cache could not be written (not writable, a file in the way, the disk full): say where and how to move
+    it. Nothing half-written is left under its final name: entries are renamed into place whole."""
+    return RunDirError(f"cannot write the hfpipe cache: {err.strerror or err}", where=str(err.filename or where),
+                       hint=f"free space there, or point HFPIPE_CACHE at a writable folder (now {cache_root()})")
 
 
 def fingerprint(obj: Any) -> str:
@@ -134,7 +141,10 @@ def build_tokenizer(recipe: Recipe, train_examples: list[Example], out_dir: Path
         if not (cached / "tokenizer.json").exists():
             with tempfile.TemporaryDirectory() as tmp:
                 train_tokenizer(cfg.train, train_examples, Path(tmp) / "tok")
-                atomic_copytree(Path(tmp) / "tok", cached)
+                try:
+                    atomic_copytree(Path(tmp) / "tok", cached)
+                except OSError as err:
+                    raise cache_error(err, cached) from None
         else:
             reused = True
         source = str(cached)
@@ -192,11 +202,14 @@ def tokenize_splits(recipe: Recipe, splits: dict[str, list[Example]], tokenizer:
         return {"input_ids": enc["input_ids"], "labels": labels["input_ids"]}
 
     ds = to_datasets(splits).map(encode, batched=True, batch_size=1000, desc="tokenizing")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
-        ds.save_to_disk(str(Path(tmp) / "ds"))
-        if not cached.exists():
-            os.replace(Path(tmp) / "ds", cached)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
+            ds.save_to_disk(str(Path(tmp) / "ds"))
+            if not cached.exists():
+                os.replace(Path(tmp) / "ds", cached)
+    except OSError as err:
+        raise cache_error(err, cached) from None
     return TokenizedData(load_from_disk(str(cached)), cached, False, key)
 
 

@@ -52,7 +52,8 @@ FP16_MAX_OVERFLOWS = 20
 # --------------------------------------------------------------------------------------------- batching
 class LengthGroupedBatches:
     """Batches of examples of similar length, as many per batch as fit `max_tokens` padded tokens (source +
-    target) and at most `max_rows`. Within each pool of ~100 batches examples are sorted by length; the order of
+    target) and at most `max_rows`. Within each pool of ~100 batches examples are sorted by the longer of their
+    source and target lengths; the order of
     batches is shuffled every epoch with a seed, so runs are reproducible.
 
     This is the *global* list of batches of an epoch. Its length is always a multiple of `group` (processes ×
@@ -94,7 +95,11 @@ class LengthGroupedBatches:
         for start in range(0, len(order), pool):
             chunk = order[start:start + pool]
             if self.group_by_length:
-                chunk.sort(key=lambda i: (self.src[i], self.tgt[i]))
+                # By the longer side first: a batch pads both sides to their longest row, and sorting by the
+                # source alone left a fifth of the target positions (the costlier side: vocabulary projection and
+                # loss) as padding on the shared en-de data; by max(source, target) 6% of the FLOPs are padding,
+                # against 19%.
+                chunk.sort(key=lambda i: (max(self.src[i], self.tgt[i]), self.tgt[i], self.src[i]))
             batch: list[int] = []
             max_src = max_tgt = 0
             for i in chunk:

@@ -28,6 +28,11 @@ _FILE_KEYS = (("data", "files", "train"), ("data", "files", "validation"), ("dat
 _MAYBE_PATH_KEYS = (("tokenizer", "from"), ("model", "pretrained"), ("model", "encoder"), ("model", "decoder"),
                     ("gates", "baseline"))
 _MAX_EXTENDS_DEPTH = 10
+# Far above any real recipe (the shipped ones have ~100 values, ~5 levels, ~2 KB); they bound what a hostile file
+# (an alias bomb, a device, a data file passed as the recipe) can make the loader do.
+_MAX_RECIPE_VALUES = 20_000
+_MAX_RECIPE_DEPTH = 64
+_MAX_RECIPE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -75,23 +80,75 @@ _LineLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:tru
                                   list("tTfF"))
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.exists() and not path.is_file():
+            # A folder, a FIFO or a device such as /dev/zero: reading one would fail or never end.
+            raise RecipeError(f"the recipe is not a regular file: {path}", where=str(path),
+                              hint="give the path of a .yaml recipe file")
+        size = path.stat().st_size
+        if size > _MAX_RECIPE_BYTES:
+            raise RecipeError(f"the recipe is {size:,} bytes; a recipe is a few KB (at most "
+                              f"{_MAX_RECIPE_BYTES:,} bytes are read)", where=str(path),
+                              hint="is this the right file? data goes in data.files, not in the recipe")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"recipe file not found: {path}", hint="check the path; `hfpipe recipes` lists the "
                           "shipped recipes") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise RecipeError(f"cannot read recipe {path}: {err}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:  # ValueError: a NUL byte in the path
+        raise RecipeError(f"cannot read recipe {path}: {err}", where=str(path)) from None
+
+
+def _check_expansion(root: yaml.Node, path: Path) -> None:
+    """Refuse documents whose anchors and aliases expand to a huge or endless tree ("billion laughs", an alias
+    inside its own anchor), before anything walks, validates or hashes the expanded values."""
+    count = 0
+    stack: list[tuple[yaml.Node, int, frozenset[int]]] = [(root, 0, frozenset())]
+    while stack:
+        node, depth, ancestors = stack.pop()
+        count += 1
+        line = f"{path}:{node.start_mark.line + 1}"
+        if id(node) in ancestors:
+            raise RecipeError("the recipe refers to itself: an alias (*name) inside the anchor (&name) it names",
+                              where=line, hint="remove the alias, or point it at another anchor")
+        if count > _MAX_RECIPE_VALUES:
+            raise RecipeError(f"the recipe expands to more than {_MAX_RECIPE_VALUES:,} values (anchors and aliases "
+                              "that repeat each other, a \"billion laughs\")", where=line,
+                              hint="write the values out, or use `extends:` to share settings between recipes")
+        if depth > _MAX_RECIPE_DEPTH:
+            raise RecipeError(f"the recipe is nested more than {_MAX_RECIPE_DEPTH} levels deep", where=line,
+                              hint="check the brackets and indentation around that line")
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            continue
+        inner = ancestors | {id(node)}
+        stack.extend((child, depth + 1, inner) for child in children)
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    text = _read_text(path)
     try:
         node = yaml.compose(text, Loader=_LineLoader)
+        if node is not None:
+            _check_expansion(node, path)
         data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.reader.ReaderError as err:  # a character YAML does not allow (a NUL byte, a control character)
+        line = text.count("\n", 0, err.position) + 1
+        raise RecipeError(f"the recipe is not valid YAML: character {err.character!r} is not allowed in YAML text",
+                          where=f"{path}:{line}", hint="the file is binary or corrupted there: remove that "
+                                                       "character") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or str(err)
         raise RecipeError(f"the recipe is not valid YAML: {problem}", where=where,
                           hint="check indentation and quoting around that line") from None
+    except RecursionError:  # PyYAML composes nested brackets recursively
+        raise RecipeError(f"the recipe is nested too deeply to read (more than {_MAX_RECIPE_DEPTH} levels)",
+                          where=str(path), hint="check for unbalanced [ or { brackets") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -143,13 +200,27 @@ def _set(d: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
     d[keys[-1]] = value
 
 
+def _expanduser(value: str) -> Path:
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # ~name of a user this machine does not know: keep it literal (then "file not found")
+        return Path(value)
+
+
+def _resolved(path: Path) -> str:
+    try:
+        return str(path.resolve())
+    except (OSError, ValueError, RuntimeError):  # a NUL byte, a symlink loop: the file checks report it later
+        return str(path)
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     for keys in _FILE_KEYS:
         value = _get(data, keys)
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            _set(data, keys, str((base / value).resolve()))
+        if isinstance(value, str) and value and not _expanduser(value).is_absolute():
+            _set(data, keys, _resolved(base / value))
         elif isinstance(value, str):
-            _set(data, keys, str(Path(value).expanduser()))
+            _set(data, keys, str(_expanduser(value)))
     for keys in _MAYBE_PATH_KEYS:
         value = _get(data, keys)
         if isinstance(value, str) and value:
@@ -162,10 +233,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
 
 def _maybe_path(value: str, base: Path) -> str:
     """A local path (resolved against `base`) when it looks like one or exists; else the value (a Hub id)."""
-    candidate = Path(value).expanduser()
+    candidate = _expanduser(value)
     candidate = candidate if candidate.is_absolute() else base / candidate
     if value.startswith((".", "/", "~")) or candidate.exists():
-        return str(candidate.resolve())
+        return _resolved(candidate)
     return value
 
 
@@ -209,7 +280,7 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[s
         return data, lines
     if not isinstance(parent, str):
         raise RecipeError("`extends` must be a path to another recipe", where=lines.get(("extends",), str(path)))
-    parent_path = Path(parent).expanduser()
+    parent_path = _expanduser(parent)
     if not parent_path.is_absolute():
         parent_path = path.parent / parent_path
     if not parent_path.exists():
@@ -235,13 +306,26 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], lines: dict[tupl
             issues.append(Issue("--set", f"empty key in {item!r}"))
             continue
         try:
+            node = yaml.compose(raw_value, Loader=_LineLoader) if raw_value.strip() else None
+            if node is not None:
+                _check_expansion(node, Path(f"--set {item}"))
             value = yaml.load(raw_value, Loader=_LineLoader) if raw_value.strip() else None  # noqa: S506
         except yaml.YAMLError:
             value = raw_value
+        except RecipeError as err:  # an alias bomb or a value that contains itself
+            issues.append(Issue(".".join(keys), err.message, f"--set {item}"))
+            continue
+        except RecursionError:
+            issues.append(Issue(".".join(keys), f"the value is nested more than {_MAX_RECIPE_DEPTH} levels deep",
+                                f"--set {item}"))
+            continue
         if keys in _FILE_KEYS and isinstance(value, str):
-            value = str(Path(value).expanduser().resolve())
-        if keys in _MAYBE_PATH_KEYS and isinstance(value, str) and Path(value).expanduser().exists():
-            value = str(Path(value).expanduser().resolve())
+            value = _resolved(_expanduser(value))
+        if keys in _MAYBE_PATH_KEYS and isinstance(value, str) and _expanduser(value).exists():
+            value = _resolved(_expanduser(value))
+        for n in range(1, len(keys)):  # a value the override replaces with a mapping: the error is the override's
+            if not isinstance(_get(data, keys[:n]), dict):
+                lines[keys[:n]] = f"--set {item}"
         _set(data, keys, value)
         lines[keys] = f"--set {item}"
     return issues
@@ -380,6 +464,8 @@ def accelerate_config_problem(path: Path) -> str | None:
     from hfpipe.recipe.schema import UNSHARDED_ONLY
 
     try:
+        if path.exists() and not path.is_file():
+            return f"{path} is not a regular file"
         text = path.read_text(encoding="utf-8")
         config = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except FileNotFoundError:
@@ -428,8 +514,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None, *, gates: 
             for i in range(len(checks), len(section["checks"])):
                 lines[("gates", "checks", str(i))] = f"--gate {section['checks'][i]}"
         if baseline:
-            local = Path(baseline).expanduser()
-            section["baseline"] = str(local.resolve()) if not baseline.startswith("hub:") else baseline
+            section["baseline"] = _resolved(_expanduser(baseline)) if not baseline.startswith("hub:") else baseline
             lines[("gates", "baseline")] = f"--baseline {baseline}"
         if significance is not None:
             section["significance"] = significance

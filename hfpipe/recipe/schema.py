@@ -20,7 +20,9 @@ Architecture = Literal["marian", "bart", "mbart", "t5", "hfpipe-transformer", "h
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # No NaN or infinity in any float setting: `learning_rate: .inf` passes `gt=0` and only shows up as a NaN loss
+    # after the model, tokenizer and data stages have run.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class DataFiles(Section):

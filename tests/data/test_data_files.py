@@ -193,7 +193,7 @@ def test_non_utf8_file(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_bytes((json.dumps(pair("café", "Kaffee"), ensure_ascii=False) + "\n").encode("latin-1"))
     err = data_error(path)
-    assert "not UTF-8" in err.message and err.where == str(path)
+    assert "line 1 is not UTF-8" in err.message and err.where == f"{path}:1"
     assert "iconv" in (err.hint or "")
 
 
@@ -303,8 +303,16 @@ def test_empty_and_none_rows_are_dropped_and_counted(tmp_path: Path) -> None:
 
 
 def test_numbers_are_read_as_text(tmp_path: Path) -> None:
-    assert read_examples(write_jsonl(tmp_path / "t.jsonl", [pair(42, 4.5)]), "translation", EN_DE) == \
-        ([Example("42", "4.5")], 0)
+    rows = [pair("one", "eins"), pair(42, 4.5)]
+    assert read_examples(write_jsonl(tmp_path / "t.jsonl", rows), "translation", EN_DE) == \
+        ([Example("one", "eins"), Example("42", "4.5")], 0)
+
+
+def test_a_column_of_numbers_is_not_text(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "t.jsonl", [pair("one", 1), pair("two", 2)])
+    with pytest.raises(DataError, match=r"column 'de' holds numbers \(the first: 1\), not text") as err:
+        read_examples(path, "translation", EN_DE)
+    assert err.value.where == f"{path}:1"
 
 
 def test_list_valued_fields_are_joined_by_newlines(tmp_path: Path) -> None:

@@ -84,7 +84,8 @@ def test_rows_and_dropped_are_reported(tmp_path: Path) -> None:
 def test_empty_split_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "train.jsonl").write_text("\n", encoding="utf-8")
     report = preflight(load_recipe(write_recipe(tmp_path)))
-    assert report.errors == ["data.files.train: no usable rows (every source or target is empty)"]
+    assert report.errors == ["data.files.train: no rows: the file is empty or has only a header "
+                             f"({tmp_path / 'train.jsonl'})"]
 
 
 def test_lengths_beyond_the_model_positions_are_a_recipe_error(tmp_path: Path) -> None:
