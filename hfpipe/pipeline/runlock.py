@@ -54,7 +54,7 @@ class RunLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
-            raise RunDirError(f"cannot write in run directory {self.path.parent}: {err.strerror or err}",
+            raise RunDirError(f"cannot create the run directory {self.path.parent}: {err.strerror or err}",
                               where=str(err.filename or self.path.parent),
                               hint="choose a --run-dir where you may write, or fix its permissions") from None
         try:

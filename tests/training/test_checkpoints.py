@@ -209,6 +209,6 @@ def test_lock_in_a_folder_without_write_permission(tmp_path: Path) -> None:
     try:
         with pytest.raises(RunDirError) as err:
             RunLock(locked / "run").acquire()
-        assert "cannot write in run directory" in err.value.message
+        assert "cannot create the run directory" in err.value.message
     finally:
         locked.chmod(0o700)
