@@ -15,7 +15,8 @@ Exit codes (documented in the README):
     7  run-directory error (not a run, missing artifact, resume mismatch)
     8  metric gate failed (a gate in `gates:` / `--gate`, or `evaluate.fail_below`)
     9  could not compare with the baseline (none given, not found, unreadable, or not scorable the same way)
-  130  interrupted (Ctrl-C)
+  130  interrupted by SIGINT (Ctrl-C); training saved a checkpoint first unless interrupted twice
+  143  interrupted by SIGTERM (a CI runner or scheduler stopping the job); the same
 """
 
 from __future__ import annotations
@@ -86,3 +87,20 @@ class BaselineError(HfpipeError):
 
     exit_code = 9
     title = "Could not compare with the baseline"
+
+
+class Interrupted(BaseException):
+    """A run stopped by a signal: exit 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
+
+    A BaseException like KeyboardInterrupt, not an HfpipeError: library code that catches Exception must never
+    swallow it, and Typer (which turns a KeyboardInterrupt into a bare exit 130) lets it through to the CLI.
+    `message` is the one line the CLI prints (what was saved and the command that resumes)."""
+
+    def __init__(self, signum: int = 2, message: str | None = None) -> None:
+        super().__init__(message or "interrupted")
+        self.signum = signum
+        self.message = message
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -49,7 +49,8 @@ def _execute(recipe: Path, set_: list[str] | None, run_dir: Path | None, resume:
     if processes is not None and processes > 1:
         from hfpipe.pipeline.distributed import run_processes
 
-        raise typer.Exit(run_processes(processes, _child_args(sys.argv[1:]), loaded.recipe.distributed))
+        # SystemExit, not typer.Exit: Typer returns an Exit's code, and 130 returned reads as Ctrl-C here.
+        raise SystemExit(run_processes(processes, _child_args(sys.argv[1:]), loaded.recipe.distributed))
     summary = run_pipeline(loaded, run_dir=run_dir, resume=resume, reporter=RichReporter(console),
                            argv=["hfpipe", *sys.argv[1:]], until=until, push=push)
     finish(console, summary, "run" if until == "push" else "train", as_json)

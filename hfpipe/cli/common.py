@@ -70,13 +70,6 @@ def error_panel(err: HfpipeError) -> Panel:
                  border_style="red", expand=False)
 
 
-def fail(err: HfpipeError) -> NoReturn:
-    make_console(stderr=True).print(error_panel(err))
-    if not err.reported:
-        print_error_record(err)
-    raise SystemExit(err.exit_code)
-
-
 def _click_error_types() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
     """Click's ClickException and Abort, from the copy of click that recent Typer versions vendor
     (`typer._click`, with `typer.Abort`) and from click itself where it is installed."""
@@ -93,26 +86,25 @@ def _click_error_types() -> tuple[tuple[type[BaseException], ...], tuple[type[Ba
     return tuple(errors), tuple(aborts)
 
 
-def run_cli(app: typer.Typer) -> None:
-    """Run the Typer app, turning hfpipe errors into one panel and a documented exit code."""
+def run_cli(app: typer.Typer) -> NoReturn:
+    """Run the Typer app and exit with the code `exit_code_of` gives: the one place a command's exit code comes
+    from, so no framework return value (Typer returns the code of an Exit in non-standalone mode, and turns
+    Ctrl-C into such an Exit) can turn a failure into 0."""
     debug = "--debug" in sys.argv or os.environ.get(DEBUG_ENV) == "1"
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
         os.environ[DEBUG_ENV] = "1"
-    code = 1
     if "--json" in sys.argv[1:]:
         sys.stdout = sys.stderr  # people's output and libraries' prints; the document goes to sys.__stdout__
+    code = 1
     try:
-        _run_app(app, debug)
-        code = 0
-    except SystemExit as done:
-        code = done.code if isinstance(done.code, int) else int(done.code is not None)
-        raise
+        code = exit_code_of(app, debug)
     finally:
         if os.environ.get("HFPIPE_EXIT_CODE_DIR"):  # a process of `hfpipe run --processes N`
             from hfpipe.pipeline.distributed import record_exit_code
 
             record_exit_code(code)
+    sys.exit(code)
 
 
 # A write that failed for lack of room, whichever library did it: torch and safetensors report it in their own
@@ -159,48 +151,111 @@ def _written_path(err: BaseException) -> str | None:
     return found
 
 
-def _run_app(app: typer.Typer, debug: bool) -> None:
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    from hfpipe.errors import Interrupted
+
+    raise Interrupted(signum)
+
+
+def exit_code_of(app: typer.Typer, debug: bool) -> int:
+    """Run the app; every way out of it (success, an hfpipe error, an interrupt, a usage error, a bug) becomes
+    one message and the documented exit code, returned here and nowhere else."""
+    import signal
+
+    from hfpipe.errors import Interrupted
+
+    # SIGTERM (what a CI runner or scheduler sends before killing) ends every command like Ctrl-C does, through
+    # the same cleanup (lock released, manifest marked), with 143; training installs its own graceful handlers.
+    try:
+        previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    except ValueError:  # not the main thread (an embedding program's): signals are its business
+        previous = None
     try:
         result = app(standalone_mode=False)
-        if isinstance(result, int) and result:  # typer.Exit(code) in non-standalone mode returns the code
-            raise SystemExit(result)
+    except Interrupted as err:
+        return _interrupted(err)
+    except KeyboardInterrupt:
+        return _interrupted(Interrupted(signal.SIGINT))
+    except SystemExit as done:  # sys.exit / typer.Exit raised past Typer (a command's own, or --version)
+        return _code_of(done.code)
     except HfpipeError as err:
         if debug:  # the traceback, then the same panel and documented exit code as without --debug
             import traceback
 
             traceback.print_exc()
-        fail(err)
-    except KeyboardInterrupt:
-        make_console(stderr=True).print("[yellow]interrupted[/yellow]")
-        raise SystemExit(130)
-    except SystemExit:
-        raise
+        return _failed(err)
     except Exception as err:  # click's own usage errors arrive here in non-standalone mode
-        full = _disk_full(err)
-        if full is not None:
-            if debug:
-                import traceback
+        return _unexpected(err, debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if isinstance(result, bool) or not isinstance(result, int):
+        return 0  # a command's return value (None), never an exit code
+    # The code of a typer.Exit, and Typer's answer to Ctrl-C (Exit(130), returned rather than raised).
+    if result == 128 + signal.SIGINT:
+        return _interrupted(Interrupted(signal.SIGINT))
+    return result
 
-                traceback.print_exc()
-            fail(full)
-        usage_errors, aborts = _click_error_types()
-        if isinstance(err, usage_errors):
-            err.show()
-            raise SystemExit(err.exit_code)
-        if isinstance(err, aborts):
-            raise SystemExit(130)
+
+def _code_of(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code
+    print(code, file=sys.stderr)  # sys.exit("message"), as Python itself does
+    return 1
+
+
+def _interrupted(err: BaseException) -> int:
+    from hfpipe.errors import Interrupted
+
+    code = err.exit_code if isinstance(err, Interrupted) else 130
+    message = getattr(err, "message", None) or f"interrupted (exit {code})"
+    from rich.markup import escape
+
+    make_console(stderr=True).print(f"[yellow]{escape(message)}[/yellow]", soft_wrap=True)  # one line: a command
+    record = HfpipeError(message)
+    record.title, record.exit_code = "Interrupted", code
+    record.status = "interrupted"  # type: ignore[attr-defined]
+    print_error_record(record)
+    return code
+
+
+def _failed(err: HfpipeError) -> int:
+    make_console(stderr=True).print(error_panel(err))
+    if not err.reported:
+        print_error_record(err)
+    return err.exit_code
+
+
+def _unexpected(err: Exception, debug: bool) -> int:
+    full = _disk_full(err)
+    if full is not None:
         if debug:
-            raise
-        # Printed by every process: an unexpected failure (out of memory, a DDP error) often hits one process
-        # only, and the launcher then stops the others, so the main process may not know why.
-        rank = os.environ.get("RANK", "0")
-        internal = HfpipeError(f"{type(err).__name__}: {err}", hint="rerun with --debug and report it")
-        internal.title = "Internal error"
-        print_error_record(internal)
-        console = Console(stderr=True, highlight=False)
-        console.print(Panel(
-            Text(f"{type(err).__name__}: {err}\n\nThis is a bug in hfpipe (or an environment problem it does not "
-                 "recognise yet). Rerun with --debug for the traceback and please report it."),
-            title=f"[red]Internal error[/red] (exit 1){f' on process {rank}' if rank != '0' else ''}",
-            title_align="left", border_style="red", expand=False))
-        raise SystemExit(1)
+            import traceback
+
+            traceback.print_exc()
+        return _failed(full)
+    usage_errors, aborts = _click_error_types()
+    if isinstance(err, usage_errors):
+        err.show()
+        return int(getattr(err, "exit_code", 2))
+    if isinstance(err, aborts):
+        return _interrupted(err)
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    # Printed by every process: an unexpected failure (out of memory, a DDP error) often hits one process
+    # only, and the launcher then stops the others, so the main process may not know why.
+    rank = os.environ.get("RANK", "0")
+    internal = HfpipeError(f"{type(err).__name__}: {err}", hint="rerun with --debug and report it")
+    internal.title = "Internal error"
+    print_error_record(internal)
+    console = Console(stderr=True, highlight=False)
+    console.print(Panel(
+        Text(f"{type(err).__name__}: {err}\n\nThis is a bug in hfpipe (or an environment problem it does not "
+             "recognise yet). Rerun with --debug for the traceback and please report it."),
+        title=f"[red]Internal error[/red] (exit 1){f' on process {rank}' if rank != '0' else ''}",
+        title_align="left", border_style="red", expand=False))
+    return 1

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 # Where the processes of a `--processes` launch leave their exit codes for the parent to return: the launcher
 # itself exits 1 whatever its workers' codes were.
 EXIT_CODE_DIR_ENV = "HFPIPE_EXIT_CODE_DIR"
+# The command line the user typed, when it is not the process's own (`--processes N` starts the processes with
+# another one): what a message that says how to resume must repeat.
+COMMAND_ENV = "HFPIPE_COMMAND"
 
 HOW_TO_LAUNCH = ("start N processes with `hfpipe run RECIPE --processes N`, `accelerate launch --multi_gpu "
                  "--num_processes N -m hfpipe run RECIPE` or `torchrun --nproc_per_node N -m hfpipe run RECIPE`")
@@ -173,6 +176,9 @@ def launch_command(processes: int, child_args: list[str], dist: DistributedConfi
     silently change what `--processes N` means."""
     cmd = [sys.executable, "-m", "hfpipe.pipeline.launcher"]
     env = dict(os.environ)
+    # How long torch's launcher lets the processes finish their step and save a checkpoint after passing on a
+    # SIGINT/SIGTERM before it kills them (its default, 30 s, is short for a large model's checkpoint).
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "300")
     if dist is not None and dist.accelerate_config:
         cmd += ["--config_file", dist.accelerate_config, "--num_processes", str(processes)]
         return cmd + ["-m", "hfpipe", *child_args], env
@@ -197,28 +203,44 @@ def launch_command(processes: int, child_args: list[str], dist: DistributedConfi
 
 def run_processes(processes: int, child_args: list[str], dist: DistributedConfig | None) -> int:
     """Run `hfpipe CHILD_ARGS` on `processes` processes; returns the main process's exit code (or, when it left
-    none, the first other process's that failed)."""
+    none, the first other process's that failed).
+
+    SIGINT and SIGTERM sent to this process are passed on once to the launcher, which passes them on to the
+    processes: they finish the current step, save a checkpoint and exit 130 / 143. A second signal stops waiting
+    and kills the launcher."""
+    import shlex
     import signal
 
     if launched_world_size() > 1:
         raise RecipeError("--processes inside a launched process", hint="give the process count to the launcher "
                                                                         "or to --processes, not both")
+    received: list[int] = []
     with tempfile.TemporaryDirectory(prefix="hfpipe-launch-") as tmp:
         cmd, env = launch_command(processes, child_args, dist, Path(tmp))
         env[EXIT_CODE_DIR_ENV] = tmp
-        launcher = subprocess.Popen(cmd, env=env)
+        # The command to print for resuming is this one (with --processes), not the processes' own.
+        env[COMMAND_ENV] = shlex.join(["hfpipe", *sys.argv[1:]])
+        # A session of its own: a Ctrl-C in the terminal reaches the launcher once, through this process,
+        # instead of twice (directly and forwarded), which torch's launcher would take for "stop at once".
+        launcher = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+        def forward(signum: int, frame: object) -> None:
+            received.append(signum)
+            if len(received) == 1:
+                launcher.send_signal(signum)
+            else:
+                launcher.kill()
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             returncode = launcher.wait()
-        except KeyboardInterrupt:
-            # The workers run in sessions of their own: only the launcher can stop them, so give it the time.
-            launcher.send_signal(signal.SIGTERM)
-            try:
-                launcher.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                launcher.kill()
-            return 130
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         codes = {int(p.name.split(".")[1]): int(p.read_text() or 1) for p in Path(tmp).glob("exit-code.*")}
-    if returncode == 0:
+    if received and not codes.get(0):
+        return 128 + received[0]
+    if returncode == 0 and not received:
         return 0
     # The launcher stops every process when one fails and then exits 1: the processes' own codes tell why.
     if codes.get(0):

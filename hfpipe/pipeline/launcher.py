@@ -14,6 +14,7 @@ import sys
 
 def main() -> None:
     from accelerate.commands.launch import main as accelerate_launch
+    from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
@@ -21,6 +22,8 @@ def main() -> None:
         accelerate_launch()
     except ChildFailedError:
         sys.exit(1)
+    except SignalException as stopped:  # SIGINT/SIGTERM, already passed on to the processes, which said why
+        sys.exit(128 + int(stopped.sigval))
 
 
 if __name__ == "__main__":

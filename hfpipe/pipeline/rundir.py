@@ -33,6 +33,49 @@ def text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step with Linux's renameat2(RENAME_EXCHANGE); False where that is not available
+    (another OS, an old kernel or C library, a file system without it)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the folder `new` in place of `target` (same parent) so that at every moment one of them is there
+    under `target`'s name: an atomic exchange where the system has one, else `target` is first renamed aside to
+    `.NAME.old` (found by `restore_dir` if a kill comes between the two renames); the old folder is deleted
+    last."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # now the old folder
+        return
+    aside = target.with_name(f".{target.name}.old")
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(target, aside)
+    os.replace(new, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def restore_dir(target: Path) -> None:
+    """Undo a replace_dir fallback that a kill cut between its two renames: the old folder comes back."""
+    aside = target.with_name(f".{target.name}.old")
+    if not target.exists() and aside.is_dir():
+        os.replace(aside, target)
+
+
 def new_run_dir(name: str, base: Path = Path("runs")) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = base / f"{name}-{stamp}"
@@ -105,8 +148,7 @@ def save_final_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         gc.max_length = None  # max_new_tokens rules; never the implicit 20
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    replace_dir(tmp, out_dir)
 
 
 def load_run_model(model_dir: Path, recipe: Recipe | None = None) -> PreTrainedModel:

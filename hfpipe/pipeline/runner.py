@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hfpipe import __version__
-from hfpipe.errors import RunDirError
+from hfpipe.errors import Interrupted, RunDirError
 from hfpipe.pipeline.data import DataReport, read_splits
 from hfpipe.pipeline.data_files import Example
 from hfpipe.pipeline.reporting import Reporter
@@ -29,10 +29,12 @@ from hfpipe.pipeline.rundir import (
     json_atomic,
     load_run_model,
     new_run_dir,
+    restore_dir,
     save_final_model,
     text_atomic,
     versions,
 )
+from hfpipe.pipeline.runlock import claim_on_every_process, resume_command
 from hfpipe.recipe.loading import LoadedRecipe, recipe_to_yaml
 from hfpipe.recipe.schema import Recipe
 from hfpipe.results.gates import GateReport, gate_split, recipe_gates, run_gates
@@ -153,11 +155,8 @@ def write_manifest(run: RunDir, loaded: LoadedRecipe, report: DataReport, argv: 
 def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: bool = False,
                  reporter: Reporter | None = None, argv: list[str] | None = None, until: str = "push",
                  push: bool = True) -> RunSummary:
-    """Run the stages of a recipe up to `until` ("train" or "push") in a run directory."""
-    from hfpipe.pipeline.evaluation import GenerationSettings, evaluate_split
-    from hfpipe.pipeline.models import build_model
-    from hfpipe.pipeline.training import train
-
+    """Run the stages of a recipe up to `until` ("train" or "push") in a run directory, which is locked for the
+    time; an interrupt marks the manifest "interrupted" and says how to resume."""
     reporter = reporter or Reporter()
     recipe = loaded.recipe
     if run_dir is None and resume:
@@ -169,9 +168,6 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
                               hint="give a new folder, or an earlier run's folder with --resume")
         if resume and not check.recipe.exists():
             raise RunDirError(f"cannot resume: {run_dir} is not a run directory (no recipe.yaml)")
-        if not resume and check.path.exists() and any(check.path.iterdir()):
-            raise RunDirError(f"run directory {run_dir} already exists and is not empty",
-                              hint="pass --resume to continue that run, or choose another --run-dir")
     from hfpipe.pipeline.distributed import describe, make_accelerator
 
     accelerator = make_accelerator(recipe)
@@ -184,7 +180,30 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
         if accelerator.num_processes > 1:
             broadcast_object_list(chosen)
         run_dir = Path(chosen[0])
+    lock = claim_on_every_process(accelerator, run_dir, resume=resume, recipe=recipe)
+    if lock is not None and lock.took_over:
+        reporter.info(f"took over the lock of pid {lock.took_over.get('pid')} on {lock.took_over.get('host')}, "
+                      "which ended without releasing it")
+    try:
+        return _run_locked(loaded, accelerator, processes, run_dir, resume, reporter, argv, until, push)
+    except Interrupted as err:
+        err.message = f"{err.message or 'interrupted'}. Resume with: {resume_command(argv or sys.argv, run_dir)}"
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(2, f"interrupted. Resume with: {resume_command(argv or sys.argv, run_dir)}") from None
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(loaded: LoadedRecipe, accelerator: Accelerator, processes: dict[str, Any], run_dir: Path,
+                resume: bool, reporter: Reporter, argv: list[str] | None, until: str, push: bool) -> RunSummary:
+    recipe = loaded.recipe
     run = RunDir(run_dir)
+    if accelerator.is_main_process:  # a kill between the two renames of replace_dir's fallback (no atomic swap)
+        for folder in (run.model, run.path / "checkpoints" / "best"):
+            restore_dir(folder)
+    previous_manifest = json.loads(run.manifest.read_text()) if resume and run.manifest.exists() else None
     summary = RunSummary(run_dir=run_dir, task=recipe.task, distributed=processes)
     from hfpipe.tasks.extra_metrics import load_extra_metrics
 
@@ -206,8 +225,29 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
         start_trackers(accelerator, recipe, run.path)
 
     prepared = prepare(loaded, run, accelerator, reporter, summary)
+    if resume:
+        from hfpipe.pipeline.runlock import check_same_data
+
+        check_same_data(previous_manifest, prepared.report.to_dict().get("files", []), run_dir)
     if accelerator.is_main_process:
         write_manifest(run, loaded, prepared.report, argv, started, "running", summary)
+    try:
+        return _train_and_evaluate(loaded, accelerator, run, prepared, resume, reporter, summary, until, push,
+                                   extra_metrics, argv, started)
+    except (Interrupted, KeyboardInterrupt):
+        if accelerator.is_main_process:
+            write_manifest(run, loaded, prepared.report, argv, started, "interrupted", summary)
+        raise
+
+
+def _train_and_evaluate(loaded: LoadedRecipe, accelerator: Accelerator, run: RunDir, prepared: Prepared,
+                        resume: bool, reporter: Reporter, summary: RunSummary, until: str, push: bool,
+                        extra_metrics: Any, argv: list[str], started: str) -> RunSummary:
+    from hfpipe.pipeline.evaluation import GenerationSettings, evaluate_split
+    from hfpipe.pipeline.models import build_model
+    from hfpipe.pipeline.training import train
+
+    recipe = loaded.recipe
 
     # ---- model + training (skipped when a resumed run already finished training with the same inputs)
     train_fp = _section_fingerprint(recipe, "task", "data", "tokenizer", "model", "train")

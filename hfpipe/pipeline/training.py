@@ -5,24 +5,35 @@ processes. Batches are grouped by length and padded per batch. The learning rate
 training progress, where progress is the larger of steps done / step budget and time spent / time budget, so a
 time budget (`train.max_minutes`) decays the schedule too. Every `eval_every_steps` the model generates on a
 validation sample; the best weights by the task's metric are kept and training stops early when they stop
-improving. Checkpoints (`accelerator.save_state`) make `--resume` continue where a run stopped.
+improving. Checkpoints (hfpipe.pipeline.checkpoints: every `checkpoint_every_steps` / `checkpoint_every_minutes`,
+after every evaluation, at the end, and when SIGINT or SIGTERM stops the run) make `--resume` continue where a run
+stopped, to the same weights and logged losses as a run that was never stopped.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from hfpipe.errors import RunDirError, TrainingError
-from hfpipe.pipeline.rundir import json_atomic
+from hfpipe.errors import Interrupted, RunDirError, TrainingError
+from hfpipe.pipeline.checkpoints import (
+    GracefulStop,
+    TrainState,
+    announce_on_stderr,
+    best_step,
+    checkpoint_due,
+    resume_from_checkpoint,
+    save_best,
+    stopped_message,
+    write_checkpoint,
+)
 from hfpipe.recipe.schema import Recipe, TrainConfig
 
 if TYPE_CHECKING:
@@ -197,26 +208,6 @@ def make_budget(cfg: TrainConfig, steps_per_epoch: int) -> Budget:
 
 # --------------------------------------------------------------------------------------------- state
 @dataclass
-class TrainState:
-    """Counters saved with every checkpoint so a resumed run continues exactly."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    seconds: float = 0.0
-    tokens: int = 0
-    best_metric: float | None = None
-    best_step: int | None = None
-    evals_without_improvement: int = 0
-    stopped_early: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
-    # batch_in_epoch counts one process's batches of an epoch that was dealt out to this many processes, each
-    # accumulating this many micro-batches per step: a resume must deal it out the same way.
-    processes: int | None = None  # None: a checkpoint from before hfpipe recorded it
-    accumulation: int | None = None
-
-
-@dataclass
 class TrainResult:
     steps: int
     epochs_done: float
@@ -232,16 +223,6 @@ class TrainResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _checkpoints(folder: Path) -> list[Path]:
-    found = [p for p in folder.glob("step-*") if (p / "trainer_state.json").exists()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    found = _checkpoints(folder) if folder.exists() else []
-    return found[-1] if found else None
 
 
 def _optimizer(model: PreTrainedModel, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -323,9 +304,10 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     """Train `model` on the tokenized `train_set`; returns the best (or last) model and a summary.
 
     `evaluate_fn(model)` returns validation metrics; it is called every `train.eval_every_steps` steps on every
-    process (generation is sharded across them)."""
+    process (generation is sharded across them). SIGINT / SIGTERM stop it after the current optimizer step with a
+    checkpoint, by raising Interrupted."""
     import torch
-    from safetensors.torch import load_model, save_model
+    from safetensors.torch import load_model
     from torch.utils.data import DataLoader
 
     cfg = recipe.train
@@ -370,40 +352,15 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     log_probs = bool(getattr(accelerator.unwrap_model(model), "logits_are_log_probs", False))
 
     if resume:
-        last = latest_checkpoint(ckpt_dir)
-        if last is not None:
-            saved = TrainState(**json.loads((last / "trainer_state.json").read_text()))
-            if saved.processes is not None and (saved.processes, saved.accumulation) != (n_proc, accum):
-                raise RunDirError(f"cannot resume from {last}: it was trained on {saved.processes} process(es) with "
-                                  f"gradient accumulation {saved.accumulation}, this launch has {n_proc} and "
-                                  f"{accum}", where=str(last),
-                                  hint=f"resume with {saved.processes} process(es) and the run's recipe.yaml")
-            try:
-                accelerator.load_state(str(last))
-            except (RuntimeError, ValueError, KeyError) as err:
-                raise RunDirError(f"cannot resume from {last}: it does not match this recipe's model ({err})",
-                                  where=str(last), hint="resume with the recipe the run was started with "
-                                                        "(its recipe.yaml), or start a new run") from None
-            state = saved
-            clock["offset"] = clock["shared"] = state.seconds
-            if on_message is not None:
-                on_message(f"resumed from checkpoint {last.name} (step {state.step})")
-        elif on_message is not None:
-            on_message("no complete checkpoint in this run yet: training from the start")
+        state = resume_from_checkpoint(accelerator, model, ckpt_dir, log_path, state, on_message)
+        clock["offset"] = clock["shared"] = state.seconds
 
-    def save_checkpoint() -> None:
-        """Accelerate state + counters in step-N/; trainer_state.json is written last, so only a complete
-        checkpoint counts for --resume."""
-        accelerator.wait_for_everyone()
+    def save_checkpoint() -> Path:
         path = ckpt_dir / f"step-{state.step}"
         if from_main(accelerator, (path / "trainer_state.json").exists()):
-            return  # this step is already checkpointed (decided by the main process: one answer for all)
-        accelerator.save_state(str(path))
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            json_atomic(path / "trainer_state.json", asdict(state))
-            for old in _checkpoints(ckpt_dir)[:-cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+            return path  # this step is already checkpointed (decided by the main process: one answer for all)
+        state.checkpoint_seconds = state.seconds
+        return write_checkpoint(accelerator, ckpt_dir, state.step, asdict(state), keep=cfg.keep_checkpoints)
 
     def log(entry: dict[str, Any]) -> None:
         if accelerator.is_main_process:
@@ -414,160 +371,193 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
                                  for k, v in entry.items() if k not in ("step", "epoch")
                                  and isinstance(v, (int, float)) and not isinstance(v, bool)}, step=entry["step"])
 
-    def run_eval() -> bool:
-        """Evaluate, keep the best weights; True when training should stop early (decided by the main process
-        and shared, so every process leaves the loop at the same step)."""
+    def run_eval() -> tuple[bool, bool]:
+        """Evaluate; (stop early, improved), decided by the main process and shared, so every process leaves the
+        loop at the same step. The caller checkpoints, then keeps the weights as best when improved."""
         metrics = evaluate_fn(model) if evaluate_fn is not None else {}
         value = metrics.get(metric_name)
         entry = {"step": state.step, "epoch": state.epoch, "seconds": round(clock["shared"], 1),
                  **{f"eval_{k}": v for k, v in metrics.items() if not isinstance(v, (list, dict))}}
         log(entry)
         state.history.append(entry)
+        state.last_eval_step = state.step
         if on_progress:
             on_progress(state.step, budget.max_steps, entry)
         if value is None:
-            return False
+            return False, False
         improved = state.best_metric is None or (value > state.best_metric if greater else value < state.best_metric)
         if improved:
             state.best_metric, state.best_step, state.evals_without_improvement = value, state.step, 0
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                best = ckpt_dir / "best"
-                tmp = ckpt_dir / ".best.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
-                save_model(accelerator.unwrap_model(model), str(tmp / "model.safetensors"))
-                shutil.rmtree(best, ignore_errors=True)
-                os.replace(tmp, best)
         else:
             state.evals_without_improvement += 1
         stop = bool(cfg.early_stopping_patience and state.evals_without_improvement >= cfg.early_stopping_patience)
-        return from_main(accelerator, stop)
+        return from_main(accelerator, (stop, improved))
+
+    def checkpoint_after_eval(improved: bool) -> None:
+        """The checkpoint that records the new best step is complete before best/ is replaced: a kill between
+        the two leaves a checkpoint at the best step, from which a resume rebuilds best/."""
+        save_checkpoint()
+        if improved:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_best(accelerator.unwrap_model(model), ckpt_dir, state.step, state.best_metric)
+            accelerator.wait_for_everyone()
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     model.train()
     device = accelerator.device
-    # Per optimizer step: summed token loss and non-finite count, kept on the device (no host sync per
-    # micro-batch; float32, which every device has: MPS has no float64); per log window: global loss and tokens.
+    # Per optimizer step: summed token loss, non-finite count, the main process's clock and the signals asking
+    # to stop (SIGINT, SIGTERM), kept on the device (no host sync per micro-batch; float32, which every device
+    # has: MPS has no float64) and all-reduced once per step, so every process stops at the same step.
     step_loss = torch.zeros((), dtype=torch.float32, device=device)
     step_bad = torch.zeros((), dtype=torch.float32, device=device)
-    window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
-    last_loss: float | None = None
-    overflows = 0
+    window_start = time.perf_counter()
+    stop_signal = 0
     finished = budget.done(state.step, clock["shared"])
-    while not finished:
-        epoch_loader = loader
-        if state.batch_in_epoch:
-            epoch_loader = accelerator.skip_first_batches(loader, state.batch_in_epoch)
-        # Accelerate's loaders reset the sampler's epoch to their own iteration count when iterated, and that
-        # count starts again at 0 after a resume (or in a skip-batches loader): set it on them too, so a resumed
-        # run sees exactly the batch order of an uninterrupted one.
-        for each in {id(loader): loader, id(epoch_loader): epoch_loader}.values():
-            if hasattr(each, "set_epoch"):
-                each.set_epoch(state.epoch)
-        sampler.set_epoch(state.epoch)
-        step_tokens = sampler.step_target_tokens()
-        for batch in epoch_loader:
-            micro = state.batch_in_epoch
-            state.batch_in_epoch += 1
-            global_tokens = step_tokens[micro // accum]
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    logits = ddp_forward(model, batch)
-                # Summed, not averaged: the step's loss is divided by its global number of target tokens below.
-                loss_sum = token_loss_sum(logits, batch["labels"], label_smoothing=cfg.label_smoothing,
-                                          log_probs=log_probs)
-                step_loss += loss_sum.detach()
-                step_bad += (~torch.isfinite(loss_sum.detach())).float()
-                # × processes (DDP averages gradients over them) × accumulation (accelerate divides by it):
-                # the step's gradient is then Σ token-loss gradients ÷ the step's global target tokens.
-                accelerator.backward(loss_sum * (n_proc * accum / global_tokens))
-                if accelerator.sync_gradients:
-                    seconds = elapsed() if accelerator.is_main_process else 0.0
-                    totals = torch.stack([step_loss, step_bad, torch.tensor(seconds, dtype=torch.float32,
-                                                                            device=device)])
-                    if n_proc > 1:
-                        totals = accelerator.reduce(totals, reduction="sum")
-                    global_loss, bad, clock["shared"] = totals.tolist()
-                    step_loss.zero_()
-                    step_bad.zero_()
-                    overflows = overflows + 1 if bad else 0
-                    # fp16 overflows now and then and the gradient scaler skips those steps; only a loss that stays
-                    # non-finite is an error there. Elsewhere the first one is.
-                    if bad and (accelerator.mixed_precision != "fp16" or overflows >= FP16_MAX_OVERFLOWS):
-                        raise TrainingError(f"the loss became non-finite (nan or inf) at step {state.step + 1}"
-                                            + (f" on {int(bad)} of {n_proc * accum} micro-batches" if
-                                               n_proc * accum > 1 else ""),
-                                            hint="lower train.learning_rate, add warm-up (train.warmup_steps), "
-                                                 "keep train.max_grad_norm set, or use mixed_precision: no")
-                    if cfg.max_grad_norm:
-                        norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                        # The norm of the all-reduced gradients: the same on every process, so all stop together.
-                        if accelerator.mixed_precision != "fp16" and not math.isfinite(float(norm)):
-                            raise TrainingError(f"the gradients became non-finite at step {state.step + 1}",
-                                                hint="lower train.learning_rate, add warm-up or use "
-                                                     "mixed_precision: no")
-                optimizer.step()
-                # fp16: a step the gradient scaler skipped (overflow) does not advance the schedule either.
-                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
-                continue
-            state.step += 1
-            state.seconds = clock["shared"]
-            state.tokens += global_tokens
-            if math.isfinite(global_loss):  # an fp16 overflow step (skipped) stays out of the logged loss
-                window_loss += global_loss
-                window_tokens += global_tokens
-            if state.step % cfg.log_every_steps == 0:
-                now = time.perf_counter()
-                last_loss = window_loss / max(window_tokens, 1)
-                entry = {"step": state.step, "epoch": state.epoch, "loss": round(last_loss, 4),
-                         "lr": scheduler.get_last_lr()[0],
-                         "target_tokens_per_s": round(window_tokens / max(now - window_start, 1e-9), 1),
-                         "seconds": round(state.seconds, 1)}
-                log(entry)
-                if on_progress:
-                    on_progress(state.step, budget.max_steps, entry)
-                window_loss, window_tokens, window_start = 0.0, 0, now
-            elif on_progress:
-                on_progress(state.step, budget.max_steps, {})
-            if cfg.eval_every_steps and state.step % cfg.eval_every_steps == 0:
-                if run_eval():
-                    state.stopped_early = True
-                    finished = True
-                model.train()
-                if cfg.eval_every_steps:
+    graceful = GracefulStop(announce=announce_on_stderr if accelerator.is_main_process else None)
+    with graceful:
+        while not finished:
+            epoch_loader = loader
+            if state.batch_in_epoch:
+                epoch_loader = accelerator.skip_first_batches(loader, state.batch_in_epoch)
+            # Accelerate's loaders reset the sampler's epoch to their own iteration count when iterated, and that
+            # count starts again at 0 after a resume (or in a skip-batches loader): set it on them too, so a
+            # resumed run sees exactly the batch order of an uninterrupted one.
+            for each in {id(loader): loader, id(epoch_loader): epoch_loader}.values():
+                if hasattr(each, "set_epoch"):
+                    each.set_epoch(state.epoch)
+            sampler.set_epoch(state.epoch)
+            step_tokens = sampler.step_target_tokens()
+            rolled_over = False
+            for batch in epoch_loader:
+                micro = state.batch_in_epoch
+                state.batch_in_epoch += 1
+                global_tokens = step_tokens[micro // accum]
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        logits = ddp_forward(model, batch)
+                    # Summed, not averaged: the step's loss is divided by its global number of target tokens.
+                    loss_sum = token_loss_sum(logits, batch["labels"], label_smoothing=cfg.label_smoothing,
+                                              log_probs=log_probs)
+                    step_loss += loss_sum.detach()
+                    step_bad += (~torch.isfinite(loss_sum.detach())).float()
+                    # × processes (DDP averages gradients over them) × accumulation (accelerate divides by it):
+                    # the step's gradient is then Σ token-loss gradients ÷ the step's global target tokens.
+                    accelerator.backward(loss_sum * (n_proc * accum / global_tokens))
+                    if accelerator.sync_gradients:
+                        seconds = elapsed() if accelerator.is_main_process else 0.0
+                        asked = [seconds, float(graceful.signum == signal.SIGINT),
+                                 float(graceful.signum == signal.SIGTERM)]
+                        totals = torch.cat([torch.stack([step_loss, step_bad]),
+                                            torch.tensor(asked, dtype=torch.float32, device=device)])
+                        if n_proc > 1:
+                            totals = accelerator.reduce(totals, reduction="sum")
+                        global_loss, bad, clock["shared"], sigints, sigterms = totals.tolist()
+                        stop_signal = signal.SIGTERM if sigterms else signal.SIGINT if sigints else 0
+                        step_loss.zero_()
+                        step_bad.zero_()
+                        state.overflows = state.overflows + 1 if bad else 0
+                        # fp16 overflows now and then and the gradient scaler skips those steps; only a loss that
+                        # stays non-finite is an error there. Elsewhere the first one is.
+                        if bad and (accelerator.mixed_precision != "fp16" or state.overflows >= FP16_MAX_OVERFLOWS):
+                            raise TrainingError(f"the loss became non-finite (nan or inf) at step {state.step + 1}"
+                                                + (f" on {int(bad)} of {n_proc * accum} micro-batches" if
+                                                   n_proc * accum > 1 else ""),
+                                                hint="lower train.learning_rate, add warm-up (train.warmup_steps), "
+                                                     "keep train.max_grad_norm set, or use mixed_precision: no")
+                        if cfg.max_grad_norm:
+                            norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                            # The norm of the all-reduced gradients: the same on every process, so all stop together.
+                            if accelerator.mixed_precision != "fp16" and not math.isfinite(float(norm)):
+                                raise TrainingError(f"the gradients became non-finite at step {state.step + 1}",
+                                                    hint="lower train.learning_rate, add warm-up or use "
+                                                         "mixed_precision: no")
+                    optimizer.step()
+                    # fp16: a step the gradient scaler skipped (overflow) does not advance the schedule either.
+                    if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                if not accelerator.sync_gradients:
+                    continue
+                state.step += 1
+                state.seconds = clock["shared"]
+                state.tokens += global_tokens
+                if math.isfinite(global_loss):  # an fp16 overflow step (skipped) stays out of the logged loss
+                    state.window_loss += global_loss
+                    state.window_tokens += global_tokens
+                if state.step % cfg.log_every_steps == 0:
+                    now = time.perf_counter()
+                    state.last_loss = state.window_loss / max(state.window_tokens, 1)
+                    entry = {"step": state.step, "epoch": state.epoch, "loss": round(state.last_loss, 4),
+                             "lr": scheduler.get_last_lr()[0],
+                             "target_tokens_per_s": round(state.window_tokens / max(now - window_start, 1e-9), 1),
+                             "seconds": round(state.seconds, 1)}
+                    log(entry)
+                    if on_progress:
+                        on_progress(state.step, budget.max_steps, entry)
+                    state.window_loss, state.window_tokens, window_start = 0.0, 0, now
+                elif on_progress:
+                    on_progress(state.step, budget.max_steps, {})
+                end_of_epoch = state.batch_in_epoch >= len(loader)
+                evaluated = improved = False
+                if cfg.eval_every_steps and state.step % cfg.eval_every_steps == 0:
+                    stop, improved = run_eval()
+                    evaluated = True
+                    if stop:
+                        state.stopped_early = finished = True
+                    model.train()
+                if end_of_epoch:  # counted before any checkpoint, which then resumes at the next epoch's start
+                    state.epoch, state.batch_in_epoch, rolled_over = state.epoch + 1, 0, True
+                if evaluated:
+                    checkpoint_after_eval(improved)
+                finished = finished or budget.done(state.step, clock["shared"])
+                if not (finished or stop_signal or evaluated) and checkpoint_due(cfg, state):
                     save_checkpoint()
-            if finished or budget.done(state.step, clock["shared"]):
-                finished = True
+                if finished or stop_signal:
+                    break
+                # At the epoch's end the loader runs out by itself (leaving it with break would skip accelerate's
+                # end-of-iteration bookkeeping).
+            else:
+                if not rolled_over:  # the loader ran out without the step count saying so: next epoch all the same
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            if stop_signal:
                 break
-        else:
-            state.epoch += 1
-            state.batch_in_epoch = 0
-    if window_tokens:
-        last_loss = window_loss / window_tokens
-    state.seconds = from_main(accelerator, elapsed())
-    # A final evaluation when the last step did not just have one, so the best model really is the best.
-    if evaluate_fn is not None and cfg.eval_every_steps and state.step % cfg.eval_every_steps and not state.stopped_early:
-        run_eval()
-    save_checkpoint()
+        if stop_signal:
+            raise Interrupted(stop_signal, stopped_message(stop_signal, state.step, save_checkpoint()))
+        if state.window_tokens:
+            state.last_loss = state.window_loss / state.window_tokens
+        state.seconds = from_main(accelerator, elapsed())
+        # A final evaluation when the last step did not just have one, so the best model really is the best.
+        improved = False
+        if evaluate_fn is not None and cfg.eval_every_steps and state.last_eval_step != state.step \
+                and not state.stopped_early:
+            _, improved = run_eval()
+        checkpoint_after_eval(improved)
+        late = from_main(accelerator, graceful.signum)  # during the final evaluation: the main process's word
+        if late:
+            raise Interrupted(late, stopped_message(late, state.step, ckpt_dir / f"step-{state.step}"))
     if cfg.report_to:
         accelerator.end_training()
     unwrapped = accelerator.unwrap_model(model)
-    best = ckpt_dir / "best"
     accelerator.wait_for_everyone()
-    if state.best_step is not None and state.best_step != state.step and from_main(accelerator, best.exists()):
-        load_model(unwrapped, str(best / "model.safetensors"))
+    if state.best_step is not None and state.best_step != state.step:
+        kept = from_main(accelerator, best_step(ckpt_dir))
+        if kept != state.best_step:
+            raise RunDirError(f"{ckpt_dir / 'best'} holds the weights of step "
+                              f"{kept if kept is not None else '(not recorded)'}, not of the best step "
+                              f"{state.best_step}", where=str(ckpt_dir / "best"),
+                              hint="start a new run (this one was changed by hand, or started by an hfpipe that "
+                                   "did not record the best step)")
+        load_model(unwrapped, str(ckpt_dir / "best" / "model.safetensors"))
     from hfpipe.pipeline.models import count_parameters
 
     result = TrainResult(
         steps=state.step, epochs_done=round(state.epoch + state.batch_in_epoch / max(len(loader), 1), 3),
         seconds=round(state.seconds, 1), tokens_per_second=round(state.tokens / max(state.seconds, 1e-9), 1),
-        final_loss=round(last_loss, 4) if last_loss is not None else None, best_metric=state.best_metric,
-        best_step=state.best_step, metric_name=metric_name, stopped_early=state.stopped_early,
-        parameters=count_parameters(unwrapped), mixed_precision=str(accelerator.mixed_precision))
+        final_loss=round(state.last_loss, 4) if state.last_loss is not None else None,
+        best_metric=state.best_metric, best_step=state.best_step, metric_name=metric_name,
+        stopped_early=state.stopped_early, parameters=count_parameters(unwrapped),
+        mixed_precision=str(accelerator.mixed_precision))
     return unwrapped, result
 
 

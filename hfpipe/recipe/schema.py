@@ -153,6 +153,12 @@ class TrainConfig(Section):
     metric_for_best: str | None = Field(None, description="Defaults to the task's main metric (bleu / rougeL).")
     early_stopping_patience: int | None = Field(None, gt=0, description="Evaluations without improvement before stopping.")
     keep_checkpoints: int = Field(1, ge=1, description="Most recent checkpoints kept besides the best one.")
+    checkpoint_every_steps: int | None = Field(
+        None, gt=0, description="Save a resumable checkpoint every N optimizer steps (checkpoints are also saved "
+                                "after every evaluation, at the end, and on SIGINT/SIGTERM).")
+    checkpoint_every_minutes: float | None = Field(
+        2.0, gt=0, description="Save a resumable checkpoint after every N minutes of training (so a killed run "
+                               "loses at most that much); null: only by steps, evaluations and at the end.")
     log_every_steps: int = Field(10, gt=0)
     seed: int = 42
     dataloader_workers: int = Field(0, ge=0)

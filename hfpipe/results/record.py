@@ -6,7 +6,7 @@ the files never disagree.
 
     schema_version  1
     command         run | train | evaluate | push
-    status          ok | gate_failed | could_not_compare | error
+    status          ok | gate_failed | could_not_compare | error | interrupted
     exit_code       the code the command exits with (README: exit codes)
     run_dir, model_dir
     recipe          {name, file, sha256 of the resolved recipe.yaml}
@@ -19,7 +19,7 @@ the files never disagree.
     gates           {status, passed, split, baseline, significance, results: [...]} or null
     push            {repo_id, revision, commit, commit_url, pr_url, url} or null
     distributed     {world_size, backend, devices, ...}
-    error           {title, message, where, details, hint} (status "error" only)
+    error           {title, message, where, details, hint} (status "error" or "interrupted")
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ def run_record(command: str, run_dir: Path | None, *, summary: Any = None, exit_
 
 def error_record(command: str, err: Any) -> dict[str, Any]:
     """The document of a command that failed with an hfpipe error (a user mistake, data, Hub, ...)."""
-    return {"schema_version": SCHEMA_VERSION, "command": command, "status": "error", "exit_code": err.exit_code,
+    return {"schema_version": SCHEMA_VERSION, "command": command, "status": getattr(err, "status", "error"),
+            "exit_code": err.exit_code,
             "error": {"title": err.title, "message": err.message, "where": err.where, "details": err.details,
                       "hint": err.hint}}

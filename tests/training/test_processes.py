@@ -224,3 +224,87 @@ def test_single_process_launcher_with_several_processes_is_refused(tmp_path):
     assert proc.returncode != 0
     assert "starts ONE process" in proc.stderr and "--processes N" in proc.stderr
     assert "(exit 2)" in proc.stderr and not (tmp_path / "run").exists()
+
+
+def test_sigterm_stops_both_processes_at_the_same_step_and_resumes(tmp_path):
+    """SIGTERM to torchrun (its agent passes it on to both processes, which get it at different moments): both
+    finish the same optimizer step, save one checkpoint (each process's RNG state in it), exit 143 and mark the
+    manifest interrupted; torchrun resumes the run to the end with no step logged twice."""
+    import signal
+    import time
+
+    recipe = write_recipe(tmp_path, _recipe(max_steps=40, log_every_steps=1))
+    wrapper = tmp_path / "slow.py"
+    wrapper.write_text(textwrap.dedent(f"""
+        import os, sys, time
+        import hfpipe.pipeline.training as training
+
+        real = training.forward_logits
+
+        def forward_logits(model, batch):
+            time.sleep(0.1 * (1 + int(os.environ["RANK"])))  # the processes reach each step at other times
+            return real(model, batch)
+
+        training.forward_logits = forward_logits
+        from hfpipe.cli import main
+        code = 0
+        try:
+            sys.argv = ["hfpipe", *sys.argv[1:]]
+            main()
+        except SystemExit as done:
+            code = done.code
+            raise
+        finally:
+            open({str(tmp_path)!r} + "/exit-" + os.environ["RANK"], "w").write(str(code))
+    """))
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(wrapper), "train", str(recipe), "--run-dir", "run"], cwd=tmp_path,
+                            env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "run" / "train_log.jsonl"
+    deadline = time.monotonic() + 300
+    while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    codes = {rank: (tmp_path / f"exit-{rank}").read_text() for rank in ("0", "1")}
+    assert codes == {"0": "143", "1": "143"}, (codes, err[-3000:])
+    assert "Traceback" not in err.split("Resume with:")[0][-2000:]
+    step = int(err.split("interrupted by SIGTERM at step ")[1].split(":")[0])
+    checkpoint = tmp_path / "run" / "checkpoints" / f"step-{step}"
+    assert (checkpoint / "trainer_state.json").is_file()
+    assert {p.name for p in checkpoint.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "interrupted"
+    assert max(r["step"] for r in _jsonl(log)) == step
+
+    resumed = _torchrun(tmp_path, "-m", "hfpipe", "train", str(recipe), "--run-dir", "run", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from checkpoint step-{step}" in " ".join((resumed.stdout + resumed.stderr).split())
+    assert [r["step"] for r in _jsonl(log)] == list(range(1, 41))
+
+
+def test_ctrl_c_to_a_processes_launch_saves_and_exits_130(tmp_path):
+    """`hfpipe train --processes 2` and Ctrl-C (SIGINT to hfpipe only, as `timeout -s INT` sends it): passed on
+    once through the launcher, both processes stop at one step with one checkpoint, exit 130, and the line says to
+    resume with --processes 2."""
+    import signal
+    import time
+
+    recipe = write_recipe(tmp_path, _recipe(max_steps=5000, log_every_steps=1))
+    proc = subprocess.Popen([sys.executable, "-m", "hfpipe", "train", str(recipe), "--run-dir", "run", "--processes",
+                             "2"], cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    log = tmp_path / "run" / "train_log.jsonl"
+    deadline = time.monotonic() + 300
+    while not (log.exists() and len(log.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    flat = " ".join(err.split())
+    assert "--processes 2 --run-dir run --resume" in flat, flat[-3000:]
+    step = int(flat.split("interrupted by SIGINT at step ")[1].split(":")[0])
+    assert (tmp_path / "run" / "checkpoints" / f"step-{step}" / "trainer_state.json").is_file()
+    assert max(r["step"] for r in _jsonl(log)) == step < 5000
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "interrupted"
