@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -84,7 +85,7 @@ def _section_fingerprint(recipe: Recipe, *sections: str, extra: Any = None) -> s
 class Prepared:
     """What the stages before training produce, shared by `run`, `train` and `tokenize`."""
 
-    splits: dict[str, list[Example]]
+    splits: dict[str, Sequence[Example]]
     report: DataReport
     tokenizer: PreTrainedTokenizerBase
     tokenized: Any
@@ -97,6 +98,7 @@ def prepare(loaded: LoadedRecipe, run: RunDir, accelerator: Accelerator, reporte
     from hfpipe.pipeline.tokenization import (
         build_tokenizer,
         examples_fingerprint,
+        token_lengths,
         tokenize_splits,
     )
 
@@ -127,8 +129,7 @@ def prepare(loaded: LoadedRecipe, run: RunDir, accelerator: Accelerator, reporte
     if tokenized.reused:
         summary.reused.append("tokenize")
         reporter.info(f"tokenized data unchanged: reused from cache {tokenized.fingerprint}")
-    label_lengths = [len(x) for x in tokenized.datasets["train"]["labels"]]
-    max_new = default_max_new_tokens(label_lengths)
+    max_new = default_max_new_tokens(token_lengths(tokenized.datasets["train"], "labels"))
     summary.stage_seconds["tokenize"] = round(time.perf_counter() - t0, 2)
     return Prepared(splits, report, tokenizer, tokenized, max_new)
 
@@ -314,7 +315,7 @@ def _train_and_evaluate(loaded: LoadedRecipe, accelerator: Accelerator, run: Run
     # ---- evaluation
     eval_fp = _section_fingerprint(recipe, "evaluate", extra={"train": train_fp, "max_new": prepared.max_new_tokens})
     predictions: dict[str, list[str]] = {}
-    evaluated: dict[str, list[Example]] = {}
+    evaluated: dict[str, Sequence[Example]] = {}
     for split in recipe.evaluate.splits:
         if split not in prepared.splits:
             reporter.info(f"[yellow]no {split} split: skipped[/yellow]")

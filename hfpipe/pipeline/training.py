@@ -322,8 +322,9 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     # The Accelerator's own count (an ACCELERATE_GRADIENT_ACCUMULATION_STEPS variable would override the recipe's):
     # the batch grouping and the loss scale below must agree with when accelerate syncs gradients.
     n_proc, accum = accelerator.num_processes, accelerator.gradient_accumulation_steps
-    src_len = [len(x) for x in train_set["input_ids"]]
-    tgt_len = [len(x) for x in train_set["labels"]]
+    from hfpipe.pipeline.tokenization import token_lengths
+
+    src_len, tgt_len = token_lengths(train_set, "input_ids"), token_lengths(train_set, "labels")
     sampler = LengthGroupedBatches(src_len, tgt_len, max_rows=cfg.batch_size, max_tokens=cfg.batch_tokens,
                                    seed=cfg.seed, group_by_length=cfg.group_by_length, group=n_proc * accum)
     loader = DataLoader(train_set.with_format(None, columns=["input_ids", "labels"]), batch_sampler=sampler,
