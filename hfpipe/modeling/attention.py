@@ -330,6 +330,11 @@ class SinusoidalPositionalEncoding(nn.Module):
         return self.table[offset : offset + length]
 
 
+class PositionTable(nn.Embedding):
+    """The (max_positions, d_model) table of `LearnedPositionalEmbedding`: an `nn.Embedding` that a model's
+    `_init_weights` can tell apart from token embeddings (positions start at another scale)."""
+
+
 class LearnedPositionalEmbedding(nn.Module):
     """Learned positional embeddings, the alternative of section 3.5 / table 3 row (E): one trained vector per position.
 
@@ -343,7 +348,7 @@ class LearnedPositionalEmbedding(nn.Module):
         if max_positions <= 0 or d_model <= 0:
             raise ValueError(f"need max_positions > 0 and d_model > 0, got {max_positions} and {d_model}")
         self.max_positions = max_positions
-        self.embedding = nn.Embedding(max_positions, d_model)
+        self.embedding = PositionTable(max_positions, d_model)
 
     def forward(self, length: int, *, offset: int = 0) -> torch.Tensor:
         """Returns (length, d_model): the embeddings of positions offset .. offset + length - 1."""
