@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from hfpipe.errors import DataError
-from hfpipe.pipeline.training import LengthGroupedBatches
+from hfpipe.pipeline.batching import LengthGroupedBatches
 
 
 def _shards(sampler: LengthGroupedBatches, processes: int) -> list[list[list[int]]]:
