@@ -249,3 +249,47 @@ def test_the_best_weights_are_kept_when_the_last_evaluation_is_the_best(tmp_path
     assert (result.steps, result.stopped_early, result.best_step, result.best_metric) == (6, False, 6, 3.0)
     assert [e["step"] for e in log if "eval_bleu" in e] == [2, 4, 6], "no second evaluation of the last step"
     assert json.loads((run_dir / "checkpoints/best/best.json").read_text())["step"] == 6
+
+
+def test_checkpointer_saves_a_step_once_and_resumes_weights_counters_and_log(tmp_path, fresh_accelerate):
+    from accelerate import Accelerator
+
+    from hfpipe.errors import RunDirError
+    from hfpipe.pipeline.checkpoints import Checkpointer, TrainState, best_step, checkpoints
+
+    accelerator = Accelerator(cpu=True)
+    model, optimizer = accelerator.prepare(_model(), torch.optim.SGD(_model().parameters(), lr=0.1))
+    folder = tmp_path / "checkpoints"
+    checkpointer = Checkpointer(accelerator, folder, TrainConfig(max_steps=10, checkpoint_every_steps=3,
+                                                                 checkpoint_every_minutes=1.0, keep_checkpoints=1))
+    state = TrainState(step=3, epoch=1, batch_in_epoch=2, seconds=12.5, tokens=99, window_loss=4.0,
+                       window_tokens=7, processes=1, accumulation=1)
+    assert checkpointer.due(state)
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    path = checkpointer.save(state)
+    assert path == folder / "step-3" and state.checkpoint_seconds == 12.5
+    written = (path / "trainer_state.json").stat().st_mtime_ns
+    assert checkpointer.save(state) == path and (path / "trainer_state.json").stat().st_mtime_ns == written
+
+    state.step, state.seconds = 4, 71.0
+    assert not checkpointer.due(state), "neither 3 steps nor a minute since the last checkpoint"
+    state.seconds = 72.5
+    assert checkpointer.due(state), "a minute of training since the last checkpoint"
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 6)))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    resumed = checkpointer.resume(model, log, TrainState(processes=1, accumulation=1), None)
+    assert (resumed.step, resumed.epoch, resumed.batch_in_epoch, resumed.seconds, resumed.tokens) == (3, 1, 2, 12.5, 99)
+    assert (resumed.window_loss, resumed.window_tokens) == (4.0, 7)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
+
+    resumed.step, resumed.best_step, resumed.best_metric = 6, 6, 2.0
+    checkpointer.save_after_eval(resumed, model, improved=True)
+    assert [p.name for p in checkpoints(folder)] == ["step-6"] and best_step(folder) == 6
+    with pytest.raises(RunDirError, match="gradient accumulation 1, this launch has 1 and 2"):
+        checkpointer.resume(model, log, TrainState(processes=1, accumulation=2), None)
