@@ -12,6 +12,8 @@ from hfpipe.cli.commands_recipe import BaselineOpt, GateOpt, SetOpt, Significanc
 from hfpipe.cli.commands_run import JsonOpt
 from hfpipe.cli.common import make_console
 
+# Each command here calls quiet_libraries before loading the model: transformers draws a "Loading weights" bar
+# otherwise, into the middle of hfpipe's own output.
 TargetArg = Annotated[str, typer.Argument(help="A run directory, or a model folder / Hub id.", show_default=False)]
 
 
@@ -27,8 +29,10 @@ def evaluate(target: TargetArg,
     from hfpipe.cli.commands_run import finish
     from hfpipe.pipeline.inference import evaluate_target
     from hfpipe.pipeline.reporting import RichReporter
+    from hfpipe.pipeline.runner import quiet_libraries
 
     console = make_console(stderr=as_json)
+    quiet_libraries()
     summary = evaluate_target(target, split=split, recipe_path=recipe, overrides=set_ or [],
                               reporter=RichReporter(console), gates=gate, baseline=baseline,
                               significance=significance)
@@ -43,6 +47,7 @@ def predict(target: TargetArg,
             batch_size: int = 32) -> None:
     """Translate or summarize lines: one output line per input line, in order."""
     from hfpipe.pipeline.inference import predict_lines
+    from hfpipe.pipeline.runner import quiet_libraries
 
     if input is not None:
         from hfpipe.errors import DataError
@@ -56,6 +61,7 @@ def predict(target: TargetArg,
     else:
         text = sys.stdin.read()
     lines = text.splitlines()
+    quiet_libraries()
     for line in predict_lines(target, lines, num_beams=num_beams, max_new_tokens=max_new_tokens,
                               batch_size=batch_size):
         sys.stdout.write(line + "\n")
@@ -70,8 +76,10 @@ def attention(target: TargetArg,
     head for Transformers, the additive/dot alignment for RNNs)."""
     from hfpipe.pipeline.attention_maps import plot_attention_maps
     from hfpipe.pipeline.inference import load_model_and_tokenizer
+    from hfpipe.pipeline.runner import quiet_libraries
 
     console = make_console()
+    quiet_libraries()
     model, tokenizer, prefix = load_model_and_tokenizer(target)
     paths = plot_attention_maps(model, tokenizer, prefix + text, out, max_new_tokens=max_new_tokens)
     for p in paths:

@@ -295,7 +295,10 @@ def _train_and_evaluate(loaded: LoadedRecipe, accelerator: Accelerator, run: Run
         summary.train = result.to_dict()
         summary.stage_seconds["train"] = round(time.perf_counter() - t0, 2)
         if accelerator.is_main_process:
-            save_final_model(model, prepared.tokenizer, run.model, generation.generate_kwargs())
+            from hfpipe.pipeline.models import position_limit
+
+            save_final_model(model, prepared.tokenizer, run.model, generation.generate_kwargs(),
+                             max_positions=position_limit(getattr(model, "module", model).config))
             from hfpipe.pipeline.plots import plot_curves
 
             plot_curves(run.path / "train_log.jsonl", run.path / "curves.png", result.metric_name)
