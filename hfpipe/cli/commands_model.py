@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -17,15 +18,27 @@ from hfpipe.cli.common import make_console
 TargetArg = Annotated[str, typer.Argument(help="A run directory, or a model folder / Hub id.", show_default=False)]
 
 
+def _evaluation_name(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
+        raise typer.BadParameter("a folder name: letters, digits, '.', '_' and '-', starting with a letter or digit")
+    return value
+
+
 def evaluate(target: TargetArg,
              split: Annotated[str, typer.Option(help="train, validation or test.")] = "test",
              recipe: Annotated[Path | None, typer.Option(help="Recipe for the data and generation settings "
                                                               "(default: the run's recipe.yaml).")] = None,
              set_: SetOpt = None,
+             name: Annotated[str | None, typer.Option(
+                 help="Record the results in RUN/evaluations/NAME/ (default there for other data: "
+                      "<split>-<data fingerprint>).", callback=_evaluation_name, show_default=False)] = None,
              as_json: JsonOpt = False, gate: GateOpt = None, baseline: BaselineOpt = None,
              significance: SignificanceOpt = None) -> None:
-    """Evaluate a trained model on a split and check the gates on it; in a run directory, metrics.json,
-    predictions-<split>.jsonl and gates.json are updated."""
+    """Evaluate a trained model on a split and check the gates on it.
+
+    In a run directory, the run's own data updates its record: metrics.json, predictions-<split>.jsonl and
+    gates.json. Other data (a --recipe or --set that changes the rows of the split) is recorded apart, in
+    RUN/evaluations/<split>-<data fingerprint>/ or RUN/evaluations/NAME/ with --name, next to the recipe used."""
     from hfpipe.cli.commands_run import finish
     from hfpipe.pipeline.inference import evaluate_target
     from hfpipe.pipeline.reporting import RichReporter
@@ -35,7 +48,7 @@ def evaluate(target: TargetArg,
     quiet_libraries()
     summary = evaluate_target(target, split=split, recipe_path=recipe, overrides=set_ or [],
                               reporter=RichReporter(console), gates=gate, baseline=baseline,
-                              significance=significance)
+                              significance=significance, name=name)
     finish(console, summary, "evaluate", as_json)
 
 

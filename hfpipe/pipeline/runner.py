@@ -70,6 +70,7 @@ class RunSummary:
     task: str = "translation"
     distributed: dict[str, Any] | None = None
     gates: dict[str, Any] | None = None
+    evaluation_dir: Path | None = None  # `hfpipe evaluate` on other data than the run's: where its record is
 
 
 def _section_fingerprint(recipe: Recipe, *sections: str, extra: Any = None) -> str:
