@@ -62,6 +62,37 @@ def test_help(run_hfpipe) -> None:
         assert command in out
 
 
+def _commands(help_text: str) -> list[str]:
+    """The command names listed under "Commands:" in a --help."""
+    listed = help_text.split("\nCommands:\n", 1)[1].splitlines() if "\nCommands:\n" in help_text else []
+    return [line.split()[0] for line in listed if line.startswith("  ") and line.strip()]
+
+
+def test_version_is_a_flag(run_hfpipe) -> None:
+    rc, out, err = run_hfpipe("--help", env={"COLUMNS": "100"})
+    assert rc == OK, err
+    assert "--version  Print the version and exit." in out and "<bool>" not in out
+    rc, out, err = run_hfpipe("--version")
+    assert (rc, out.strip()) == (OK, f"hfpipe {__import__('hfpipe').__version__}")
+
+
+def test_every_help_text_wraps_whole_paragraphs(run_hfpipe) -> None:
+    """At a normal terminal width, each command's description is re-wrapped to it: no paragraph breaks its line
+    where the docstring did (a short line followed by the rest of the sentence)."""
+    rc, out, _ = run_hfpipe("--help", env={"COLUMNS": "100"})
+    commands = [[c] for c in _commands(out)]
+    assert len(commands) >= 12
+    for command in list(commands):
+        rc, out, err = run_hfpipe(*command, "--help", env={"COLUMNS": "100"})
+        assert rc == OK, err
+        commands.extend([*command, sub] for sub in _commands(out))
+        description = out.split("\n\n", 1)[1].split("\nArguments:")[0].split("\nOptions:")[0]
+        for paragraph in description.strip("\n").split("\n\n"):
+            lines = paragraph.splitlines()
+            assert all(len(line) > 60 for line in lines[:-1]), (command, paragraph)
+            assert all(len(line) <= 100 for line in lines), (command, paragraph)
+
+
 @pytest.mark.parametrize("args", [("--help",), ("validate", "recipes/translation-en-de.yaml"),
                                   *(("validate", str(p.relative_to(REPO_ROOT))) for p in RECIPES
                                     if p.name != "translation-en-de.yaml")],
