@@ -65,3 +65,17 @@ def test_copied_recipes_validate_and_read_their_data(installed: Path, tmp_path: 
     again = _hfpipe(installed, tmp_path, "recipes", "--copy", "mine")
     assert again.returncode == 2 and "already exist" in again.stderr
     assert (work / "recipes" / "translation-en-de.yaml").read_text(encoding="utf-8") == "# mine\n"
+
+
+def test_the_sdist_carries_the_recipes_and_their_data(tmp_path: Path) -> None:
+    """`python -m build` makes the wheel from the sdist: the recipes and data must be in it too."""
+    import tarfile
+
+    subprocess.run([sys.executable, "-c", "import sys; from setuptools import build_meta; "
+                    "build_meta.build_sdist(sys.argv[1])", str(tmp_path)], cwd=REPO_ROOT, check=True,
+                   capture_output=True, timeout=240)
+    sdist, = tmp_path.glob("hfpipe-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = {Path(n).relative_to(Path(n).parts[0]).as_posix() for n in tar.getnames() if len(Path(n).parts) > 1}
+    assert {f"recipes/{name}" for name in SHIPPED} <= names
+    assert {f"data/{p.name}" for p in (REPO_ROOT / "data").glob("*.jsonl.gz")} <= names
