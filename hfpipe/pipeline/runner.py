@@ -71,6 +71,7 @@ class RunSummary:
     task: str = "translation"
     distributed: dict[str, Any] | None = None
     gates: dict[str, Any] | None = None
+    evaluation_dir: Path | None = None  # `hfpipe evaluate` on other data than the run's: where its record is
 
 
 def _section_fingerprint(recipe: Recipe, *sections: str, extra: Any = None) -> str:
@@ -296,7 +297,10 @@ def _train_and_evaluate(loaded: LoadedRecipe, accelerator: Accelerator, run: Run
         summary.train = result.to_dict()
         summary.stage_seconds["train"] = round(time.perf_counter() - t0, 2)
         if accelerator.is_main_process:
-            save_final_model(model, prepared.tokenizer, run.model, generation.generate_kwargs())
+            from hfpipe.pipeline.models import position_limit
+
+            save_final_model(model, prepared.tokenizer, run.model, generation.generate_kwargs(),
+                             max_positions=position_limit(getattr(model, "module", model).config))
             from hfpipe.pipeline.plots import plot_curves
 
             plot_curves(run.path / "train_log.jsonl", run.path / "curves.png", result.metric_name)
