@@ -26,7 +26,7 @@ def evaluate(target: TargetArg,
     predictions-<split>.jsonl and gates.json are updated."""
     from hfpipe.cli.commands_run import finish
     from hfpipe.pipeline.inference import evaluate_target
-    from hfpipe.pipeline.reporting import RichReporter
+    from hfpipe.runs.reporting import RichReporter
 
     console = make_console(stderr=as_json)
     summary = evaluate_target(target, split=split, recipe_path=recipe, overrides=set_ or [],

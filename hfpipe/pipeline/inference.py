@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 from hfpipe.errors import RunDirError
 from hfpipe.pipeline.data import read_splits
 from hfpipe.pipeline.distributed import make_accelerator
-from hfpipe.pipeline.reporting import Reporter
-from hfpipe.pipeline.rundir import RunDir, json_atomic
+from hfpipe.runs.reporting import Reporter
+from hfpipe.runs.rundir import RunDir, json_atomic
 from hfpipe.pipeline.runner import (
     RunSummary,
     quiet_libraries,
     write_metrics,
 )
-from hfpipe.results.gates import gate_split, recipe_gates, run_gates
+from hfpipe.runs.gates import gate_split, recipe_gates, run_gates
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def load_model_and_tokenizer(target: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     """(model, tokenizer, source prefix) from a run directory, a model folder or a Hub id."""
-    from hfpipe.pipeline.locations import (
+    from hfpipe.hub.locations import (
         hub_downloads_allowed,
         load_error,
         resolve_location,
@@ -62,7 +62,7 @@ def load_model_folder(source: str, target: str | None = None) -> tuple[PreTraine
     from transformers import AutoTokenizer
 
     from hfpipe.errors import ModelError
-    from hfpipe.pipeline.locations import hub_downloads_allowed, load_error
+    from hfpipe.hub.locations import hub_downloads_allowed, load_error
 
     try:
         from hfpipe.modeling import register_auto_classes

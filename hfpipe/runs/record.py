@@ -28,7 +28,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from hfpipe.results.history import read_json
+from hfpipe.runs.history import read_json
 
 SCHEMA_VERSION = 1
 

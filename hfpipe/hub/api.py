@@ -6,7 +6,7 @@ What is pushed (nothing else: never checkpoints/, predictions or logs):
   ``generation_config.json``, the tokenizer files, and for in-house models (``auto_map`` in config.json) every
   top-level ``*.py`` file, so ``trust_remote_code=True`` can load it without hfpipe;
 - ``recipe.yaml`` (the resolved recipe) and ``metrics.json`` from the run directory;
-- ``README.md``: the model card from :func:`hfpipe.pipeline.model_card.build_model_card`.
+- ``README.md``: the model card from :func:`hfpipe.hub.model_card.build_model_card`.
 
 The token comes from ``HF_TOKEN`` or the Hugging Face login store (``hf auth login``), never from the recipe or a
 flag, and never appears in an error message. ``HF_ENDPOINT`` is read when a push starts (huggingface_hub only reads
@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from hfpipe import __version__
 from hfpipe.errors import HfpipeError, HubError, RecipeError, RunDirError
-from hfpipe.pipeline.model_card import build_model_card, read_run_recipe
+from hfpipe.hub.model_card import build_model_card, read_run_recipe
 
 __all__ = ["PushFile", "PushResult", "plan_push", "push_after_run", "push_run", "push_settings"]
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hfpipe.results.history import read_json, read_run
+from hfpipe.runs.history import read_json, read_run
 
 _TASK_KEYS = {"translation": ("bleu", "chrf", "rougeL", "bleu_rouge_f1"),
               "summarization": ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")}

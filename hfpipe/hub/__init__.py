@@ -1,0 +1,1 @@
+"""The Hugging Face Hub: where models come from, and publishing a run."""
