@@ -13,6 +13,12 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Unset, HF_HUB_OFFLINE lets hfpipe download what the cache lacks (the ecosystem's meaning); tests that load in
+    # this process must not, so it is set here unless the caller chose. Subprocesses set it themselves.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

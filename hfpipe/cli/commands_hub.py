@@ -67,12 +67,11 @@ def push(
 
     console = make_console(stderr=as_json)
     if as_json:
-        from hfpipe.pipeline.runner import push_record
         from hfpipe.runs.record import SCHEMA_VERSION
 
         print_json({"schema_version": SCHEMA_VERSION, "command": "push", "status": "ok", "exit_code": 0,
                     "run_dir": str(run_dir), "dry_run": dry_run,
-                    "push": None if dry_run else push_record(result),
+                    "push": None if dry_run else result.record(),
                     "files": [{"path": f.path_in_repo, "size": f.size} for f in result.files]})
     table = Table(title=f"{'Would push' if dry_run else 'Pushed'} to {result.repo_id} ({result.revision})",
                   title_justify="left")

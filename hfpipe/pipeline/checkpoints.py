@@ -25,7 +25,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from hfpipe.errors import Interrupted, RunDirError
-from hfpipe.runs.rundir import json_atomic, replace_dir, text_atomic
+from hfpipe.runs.files import json_atomic, replace_dir, text_atomic
 from hfpipe.recipe.schema import TrainConfig
 
 if TYPE_CHECKING:

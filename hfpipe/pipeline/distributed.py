@@ -95,7 +95,7 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, set_seed
 
-    from hfpipe.pipeline.runner import quiet_libraries
+    from hfpipe.runs.reporting import quiet_libraries
 
     check_launch()
     quiet_libraries()

@@ -15,7 +15,7 @@ import pytest
 from hfpipe.errors import Interrupted, RecipeError, RunDirError
 from hfpipe.pipeline import rundir
 from hfpipe.pipeline.checkpoints import GracefulStop, checkpoints, cut_log
-from hfpipe.runs.rundir import replace_dir, restore_dir
+from hfpipe.runs.files import replace_dir, restore_dir
 from hfpipe.runs.lock import LOCK_FILE, RunLock, changed_keys, check_resumable, resume_command
 from hfpipe.recipe.loading import load_recipe, recipe_to_yaml
 
