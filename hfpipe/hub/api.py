@@ -24,13 +24,12 @@ from hfpipe import __version__
 from hfpipe.errors import HubError, RecipeError
 from hfpipe.hub.commit import Pusher, retry_delay
 from hfpipe.hub.http_errors import offline_error
-from hfpipe.hub.locations import hub_downloads_allowed
+from hfpipe.hub.locations import DEFAULT_ENDPOINT, hub_downloads_allowed, hub_endpoint
 from hfpipe.hub.plan import PushFile, make_plan
 from hfpipe.runs.files import read_json_lenient, read_recipe
 
 __all__ = ["PushResult", "push_after_run", "push_run", "push_settings"]
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_ATTEMPTS = 3
 
 
@@ -57,8 +56,6 @@ class PushResult:
         """What the push did, for the run's record and `--json`: where, which commit, or which pull request."""
         return {"repo_id": self.repo_id, "revision": self.revision, "url": self.repo_url, "commit": self.commit_oid,
                 "commit_url": self.commit_url, "pr_url": self.pr_url, "changed": self.changed}
-
-
 
 
 def _check_repo_id(repo_id: str | None) -> str:
@@ -100,7 +97,6 @@ def _offline() -> bool:
     from huggingface_hub import constants
 
     return constants.HF_HUB_OFFLINE or not hub_downloads_allowed()
-
 
 
 def _get_token() -> str:
@@ -155,7 +151,7 @@ def push_run(run_dir: Path, *, repo_id: str, private: bool | None = None, revisi
     if create_pr and branch.startswith("refs/pr/"):
         raise RecipeError("--create-pr opens a new pull request: it cannot target an existing one",
                           where=f"--revision {branch}", hint="drop --create-pr to add a commit to that pull request")
-    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    endpoint = endpoint.rstrip("/") if endpoint else hub_endpoint()
     plan = make_plan(run_dir, repo_id)
     result = PushResult(repo_id=repo_id, repo_url=f"{endpoint}/{repo_id}", revision=branch, files=plan.files,
                         card=plan.card, dry_run=dry_run, endpoint=endpoint)

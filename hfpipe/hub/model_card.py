@@ -2,10 +2,11 @@
 
 The metadata is built with huggingface_hub's `ModelCardData` / `EvalResult`, which write the `model-index` in the
 form the Hub validates and shows as evaluation results; nothing here hand-builds that YAML. Everything is read from
-the run directory (recipe.yaml, metrics.json, manifest.json, model/config.json), defensively: a missing or oddly
-shaped entry leaves a line out of the card rather than failing the push.
+the run directory (recipe.yaml, metrics.json, manifest.json, model/config.json) through hfpipe.runs.files: a missing
+file or an oddly shaped entry leaves a line out of the card; a file that is not a JSON object is a RunDirError,
+worded as every reader of a run words it.
 
-Importing this module is cheap (yaml + huggingface_hub's card classes, no torch/transformers).
+Importing this module is cheap (huggingface_hub's card classes, no torch/transformers).
 """
 
 from __future__ import annotations
