@@ -11,6 +11,18 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+HEAVY = {"torch", "transformers", "datasets"}  # what `hfpipe --help` and `hfpipe validate` never import
+
+
+def imported_modules(importtime_stderr: str) -> set[str]:
+    """Top-level names of every module in `python -X importtime` output."""
+    names = set()
+    for line in importtime_stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            module = line.rsplit("|", 1)[1].strip()
+            if module != "imported package":
+                names.add(module.split(".")[0])
+    return names
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -38,7 +38,10 @@ def build_app() -> typer.Typer:
         add_completion=False,
         # Locals can hold a Hub token: never print them.
         pretty_exceptions_show_locals=False,
-        rich_markup_mode="rich",
+        # Click's own help layout: flags read as flags (Typer's rich panels show `--version <bool>`) and each
+        # paragraph is re-wrapped to the terminal (the panels keep the docstrings' line breaks mid-sentence).
+        rich_markup_mode=None,
+        context_settings={"max_content_width": 120},
     )
 
     @app.callback()

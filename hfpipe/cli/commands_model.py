@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,15 @@ from hfpipe.cli.commands_recipe import BaselineOpt, GateOpt, SetOpt, Significanc
 from hfpipe.cli.commands_run import JsonOpt
 from hfpipe.cli.common import make_console
 
+# Each command here calls quiet_libraries before loading the model: transformers draws a "Loading weights" bar
+# otherwise, into the middle of hfpipe's own output.
 TargetArg = Annotated[str, typer.Argument(help="A run directory, or a model folder / Hub id.", show_default=False)]
+
+
+def _evaluation_name(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
+        raise typer.BadParameter("a folder name: letters, digits, '.', '_' and '-', starting with a letter or digit")
+    return value
 
 
 def evaluate(target: TargetArg,
@@ -20,18 +29,25 @@ def evaluate(target: TargetArg,
              recipe: Annotated[Path | None, typer.Option(help="Recipe for the data and generation settings "
                                                               "(default: the run's recipe.yaml).")] = None,
              set_: SetOpt = None,
+             name: Annotated[str | None, typer.Option(
+                 help="Record the results in RUN/evaluations/NAME/ (default there for other data: "
+                      "<split>-<data fingerprint>).", callback=_evaluation_name, show_default=False)] = None,
              as_json: JsonOpt = False, gate: GateOpt = None, baseline: BaselineOpt = None,
              significance: SignificanceOpt = None) -> None:
-    """Evaluate a trained model on a split and check the gates on it; in a run directory, metrics.json,
-    predictions-<split>.jsonl and gates.json are updated."""
+    """Evaluate a trained model on a split and check the gates on it.
+
+    In a run directory, the run's own data updates its record: metrics.json, predictions-<split>.jsonl and
+    gates.json. Other data (a --recipe or --set that changes the rows of the split) is recorded apart, in
+    RUN/evaluations/<split>-<data fingerprint>/ or RUN/evaluations/NAME/ with --name, next to the recipe used."""
     from hfpipe.cli.commands_run import finish
     from hfpipe.pipeline.inference import evaluate_target
-    from hfpipe.runs.reporting import RichReporter
+    from hfpipe.runs.reporting import RichReporter, quiet_libraries
 
     console = make_console(stderr=as_json)
+    quiet_libraries()
     summary = evaluate_target(target, split=split, recipe_path=recipe, overrides=set_ or [],
                               reporter=RichReporter(console), gates=gate, baseline=baseline,
-                              significance=significance)
+                              significance=significance, name=name)
     finish(console, summary, "evaluate", as_json)
 
 
@@ -43,6 +59,7 @@ def predict(target: TargetArg,
             batch_size: int = 32) -> None:
     """Translate or summarize lines: one output line per input line, in order."""
     from hfpipe.pipeline.inference import predict_lines
+    from hfpipe.runs.reporting import quiet_libraries
 
     if input is not None:
         from hfpipe.errors import DataError
@@ -56,6 +73,7 @@ def predict(target: TargetArg,
     else:
         text = sys.stdin.read()
     lines = text.splitlines()
+    quiet_libraries()
     for line in predict_lines(target, lines, num_beams=num_beams, max_new_tokens=max_new_tokens,
                               batch_size=batch_size):
         sys.stdout.write(line + "\n")
@@ -70,8 +88,10 @@ def attention(target: TargetArg,
     head for Transformers, the additive/dot alignment for RNNs)."""
     from hfpipe.pipeline.attention_maps import plot_attention_maps
     from hfpipe.pipeline.inference import load_model_and_tokenizer
+    from hfpipe.runs.reporting import quiet_libraries
 
     console = make_console()
+    quiet_libraries()
     model, tokenizer, prefix = load_model_and_tokenizer(target)
     paths = plot_attention_maps(model, tokenizer, prefix + text, out, max_new_tokens=max_new_tokens)
     for p in paths:

@@ -23,12 +23,6 @@ SignificanceOpt = Annotated[float | None, typer.Option(
     "--significance", min=0.0, max=1.0, help="Baseline gates also need a paired bootstrap p-value below this.")]
 
 
-def shipped_recipes_dirs() -> list[Path]:
-    """Where shipped recipes live: the repository's recipes/ (an editable install) and ./recipes."""
-    here = Path(__file__).resolve().parents[2] / "recipes"
-    return [p for p in dict.fromkeys([here, Path.cwd() / "recipes"]) if p.is_dir()]
-
-
 def validate(recipe: RecipeArg, set_: SetOpt = None,
              no_data: Annotated[bool, typer.Option("--no-data", help="Check the schema only, not the data files.")]
              = False, gate: GateOpt = None, baseline: BaselineOpt = None,
@@ -57,25 +51,36 @@ def validate(recipe: RecipeArg, set_: SetOpt = None,
         console.print(f"[green]✓[/green] {escape(loaded.path.name)}: schema valid")
 
 
-def recipes() -> None:
-    """List the shipped recipes with their one-line descriptions."""
+def recipes(copy: Annotated[Path | None, typer.Option(
+        "--copy", metavar="DIR", help="Write the shipped recipes to DIR/recipes and the data sample they read to "
+                                      "DIR/data, ready to edit and run from DIR; nothing is overwritten.")] = None
+            ) -> None:
+    """List the shipped recipes with their one-line descriptions (and the ones in ./recipes)."""
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
     from hfpipe.errors import HfpipeError
     from hfpipe.recipe.loading import load_recipe
+    from hfpipe.recipe.shipped import copy_shipped, shipped_recipes
 
     console = make_console()
+    if copy is not None:
+        written = copy_shipped(copy)
+        first = next((p for p in written if p.name == "translation-en-de.yaml"), written[0])  # CPU-only, offline
+        console.print(f"wrote {len(written)} recipes to {escape(str(copy / 'recipes'))} and their data to "
+                      f"{escape(str(copy / 'data'))}; from there: hfpipe run recipes/{first.name}", soft_wrap=True)
+        return
+    here = sorted((Path.cwd() / "recipes").glob("*.yaml"))
     table = Table("recipe", "task", "description")
-    for folder in shipped_recipes_dirs():
-        for path in sorted(folder.glob("*.yaml")):
-            try:  # through the loader, so a recipe that `extends` another shows what it inherits
-                recipe = load_recipe(path).recipe
-                task, description = recipe.task, Text(recipe.description or "")
-            except HfpipeError:
-                task, description = "?", Text("invalid: run `hfpipe validate` on it", style="red")
-            rel = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-            table.add_row(str(rel), task, description)
+    for path in dict.fromkeys([*(p.resolve() for p in here), *shipped_recipes()]):
+        try:  # through the loader, so a recipe that `extends` another shows what it inherits
+            recipe = load_recipe(path).recipe
+            task, description = recipe.task, Text(recipe.description or "")
+        except HfpipeError:
+            task, description = "?", Text("invalid: run `hfpipe validate` on it", style="red")
+        rel = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+        table.add_row(str(rel), task, description)
     console.print(table)
 
 

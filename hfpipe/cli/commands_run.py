@@ -63,8 +63,13 @@ def finish(console, summary, command: str, as_json: bool) -> None:  # noqa: ANN0
 
     is_run = (Path(summary.run_dir) / "recipe.yaml").is_file()
     if as_json:
-        print_json(run_record(command, summary.run_dir if is_run else None, summary=summary,
-                              exit_code=exit_code_of(summary.gates), model_dir=summary.model_dir))
+        record = run_record(command, summary.run_dir if is_run else None, summary=summary,
+                            exit_code=exit_code_of(summary.gates), model_dir=summary.model_dir)
+        evaluation_dir = getattr(summary, "evaluation_dir", None)
+        if evaluation_dir is not None:  # the run's metrics.json is not what was just measured
+            record["metrics"] = summary.metrics
+            record["evaluation_dir"] = str(evaluation_dir)
+        print_json(record)
     else:
         print_summary(console, summary, summary.task)
     try:
@@ -90,6 +95,8 @@ def print_summary(console, summary, task: str) -> None:  # noqa: ANN001 - rich/r
         times.add_row(stage + (" (reused)" if stage in summary.reused else ""), f"{sec:.1f}")
     console.print(times)
     console.print(f"run directory: [bold]{summary.run_dir}[/bold]")
+    if getattr(summary, "evaluation_dir", None) is not None:
+        console.print(f"results in:    [bold]{summary.evaluation_dir}[/bold]")
     console.print(f"model:         [bold]{summary.model_dir}[/bold]  (AutoModelForSeq2SeqLM.from_pretrained)")
     if summary.push:
         console.print(f"pushed to:     {summary.push.get('url')}")

@@ -105,8 +105,26 @@ def scaled_dot_product_attention(
     _check_attention_inputs(query, key, value, mask, is_causal)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
-    dropout_p = dropout_p if training else 0.0
+    return _attention(
+        query, key, value, mask=mask, is_causal=is_causal, scale=scale, dropout_p=dropout_p if training else 0.0,
+        need_weights=need_weights,
+    )
 
+
+def _attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    mask: torch.Tensor | None,
+    is_causal: bool,
+    scale: float | None,
+    dropout_p: float,
+    need_weights: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`scaled_dot_product_attention` without its argument checks, for callers whose inputs are right by
+    construction (`MultiHeadAttention`, which checks its own at its entry): they ran once per layer at every
+    decoding step. `dropout_p` is the rate to apply (0 outside training)."""
     if not need_weights:
         output = F.scaled_dot_product_attention(
             query, key, value, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale
@@ -221,6 +239,8 @@ class MultiHeadAttention(nn.Module):
                 )
             if is_causal:
                 raise ValueError("is_causal=True is for self-attention; it cannot be used with key_value")
+        if mask is not None and mask.dtype != torch.bool and not mask.is_floating_point():
+            raise ValueError(f"mask must be a bool or floating-point tensor, got dtype {mask.dtype}")
         batch, query_length, _ = query.shape
 
         Q = self._split_heads(self.W_Q(query))  # (batch, heads, query_length, d_k)
@@ -253,15 +273,15 @@ class MultiHeadAttention(nn.Module):
                 else:
                     mask = mask.masked_fill(~allowed, float("-inf"))
 
-        output, weights = scaled_dot_product_attention(
+        output, weights = _attention(
             Q,
             K,
             V,
             mask=mask,
             is_causal=sdpa_is_causal,
-            dropout_p=self.dropout,
+            scale=None,
+            dropout_p=self.dropout if self.training else 0.0,
             need_weights=need_weights,
-            training=self.training,
         )  # (batch, heads, query_length, d_k)
         output = output.transpose(1, 2).reshape(batch, query_length, self.d_model)  # Concat(head_1..head_h)
         return self.W_O(output), weights  # (batch, query_length, d_model)
@@ -330,6 +350,11 @@ class SinusoidalPositionalEncoding(nn.Module):
         return self.table[offset : offset + length]
 
 
+class PositionTable(nn.Embedding):
+    """The (max_positions, d_model) table of `LearnedPositionalEmbedding`: an `nn.Embedding` that a model's
+    `_init_weights` can tell apart from token embeddings (positions start at another scale)."""
+
+
 class LearnedPositionalEmbedding(nn.Module):
     """Learned positional embeddings, the alternative of section 3.5 / table 3 row (E): one trained vector per position.
 
@@ -343,7 +368,7 @@ class LearnedPositionalEmbedding(nn.Module):
         if max_positions <= 0 or d_model <= 0:
             raise ValueError(f"need max_positions > 0 and d_model > 0, got {max_positions} and {d_model}")
         self.max_positions = max_positions
-        self.embedding = nn.Embedding(max_positions, d_model)
+        self.embedding = PositionTable(max_positions, d_model)
 
     def forward(self, length: int, *, offset: int = 0) -> torch.Tensor:
         """Returns (length, d_model): the embeddings of positions offset .. offset + length - 1."""

@@ -1,12 +1,14 @@
 """Configuration of hfpipe's recurrent encoder-decoder (Sutskever et al., 2014; Bahdanau et al., 2015;
 Luong et al., 2015).
 
-Shipped as remote code next to saved models: imports only transformers.
+Shipped as remote code next to saved models: imports only transformers and its sibling files.
 """
 
 from __future__ import annotations
 
 from transformers import PreTrainedConfig
+
+from .seq2seq_common import special_token_problems
 
 CELLS = ("lstm", "gru")
 ATTENTIONS = ("none", "additive", "dot")
@@ -68,15 +70,6 @@ class HfpipeRNNConfig(PreTrainedConfig):
             problems.append(f"cell must be one of {CELLS}, got {self.cell!r}")
         if self.attention not in ATTENTIONS:
             problems.append(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
-        for name in ("pad_token_id", "bos_token_id", "decoder_start_token_id"):
-            value = getattr(self, name)
-            if value is not None and isinstance(self.vocab_size, int) and not 0 <= value < self.vocab_size:
-                problems.append(f"{name}={value} is outside the vocabulary (vocab_size={self.vocab_size})")
-        if self.pad_token_id is None:
-            problems.append("pad_token_id must be set (padding is masked and labels are shifted with it)")
-        if self.decoder_start_token_id is None:
-            problems.append("decoder_start_token_id must be set (it starts every decoder input)")
-        if self.is_encoder_decoder is not True:
-            problems.append(f"is_encoder_decoder must be True for this model, got {self.is_encoder_decoder!r}")
+        problems += special_token_problems(self)
         if problems:
             raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))

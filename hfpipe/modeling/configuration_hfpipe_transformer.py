@@ -1,11 +1,13 @@
 """Configuration of hfpipe's Transformer (Vaswani et al., 2017, "Attention Is All You Need").
 
-Shipped as remote code next to saved models: imports only transformers.
+Shipped as remote code next to saved models: imports only transformers and its sibling files.
 """
 
 from __future__ import annotations
 
 from transformers import PreTrainedConfig
+
+from .seq2seq_common import special_token_problems
 
 POSITIONAL_ENCODINGS = ("sinusoidal", "learned")
 
@@ -93,15 +95,6 @@ class HfpipeTransformerConfig(PreTrainedConfig):
             problems.append(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
         if not problems and self.positional_encoding == "sinusoidal" and self.d_model % 2 != 0:
             problems.append(f"sinusoidal positions need an even d_model, got {self.d_model}")
-        for name in ("pad_token_id", "bos_token_id", "decoder_start_token_id"):
-            value = getattr(self, name)
-            if value is not None and isinstance(self.vocab_size, int) and not 0 <= value < self.vocab_size:
-                problems.append(f"{name}={value} is outside the vocabulary (vocab_size={self.vocab_size})")
-        if self.pad_token_id is None:
-            problems.append("pad_token_id must be set (padding is masked and labels are shifted with it)")
-        if self.decoder_start_token_id is None:
-            problems.append("decoder_start_token_id must be set (it starts every decoder input)")
-        if self.is_encoder_decoder is not True:
-            problems.append(f"is_encoder_decoder must be True for this model, got {self.is_encoder_decoder!r}")
+        problems += special_token_problems(self)
         if problems:
             raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -30,6 +29,7 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
 from .attention import AdditiveAttention, DotAttention
 from .configuration_hfpipe_rnn import HfpipeRNNConfig
+from .seq2seq_common import seq2seq_loss, shift_tokens_right
 
 # An RNN state: (h, c) for an LSTM, h for a GRU; each (num_layers, batch, hidden).
 RNNState = tuple[torch.Tensor, torch.Tensor] | torch.Tensor
@@ -47,28 +47,6 @@ class HfpipeRNNEncoderOutput(BaseModelOutput):
 
     final_hidden: torch.Tensor | None = None
     final_cell: torch.Tensor | None = None
-
-
-def shift_tokens_right(labels: torch.Tensor, *, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
-    """(batch, time) labels -> (batch, time) decoder inputs `[start, y_1, ..., y_{n-1}]`, -100 replaced by pad."""
-    shifted = labels.new_empty(labels.shape)
-    shifted[:, 1:] = labels[:, :-1]
-    shifted[:, 0] = decoder_start_token_id
-    return shifted.masked_fill(shifted == -100, pad_token_id)
-
-
-def seq2seq_loss(
-    logits: torch.Tensor, labels: torch.Tensor, *, num_items_in_batch: int | torch.Tensor | None = None
-) -> torch.Tensor:
-    """Token cross-entropy, -100 ignored: the mean, or the sum over `num_items_in_batch` when the Trainer gives it."""
-    flat_logits = logits.reshape(-1, logits.size(-1)).float()
-    flat_labels = labels.reshape(-1).to(logits.device)
-    if num_items_in_batch is None:
-        return F.cross_entropy(flat_logits, flat_labels, ignore_index=-100)
-    total = F.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction="sum")
-    if isinstance(num_items_in_batch, torch.Tensor):
-        num_items_in_batch = num_items_in_batch.to(total.device)
-    return total / num_items_in_batch
 
 
 def _rnn_class(cell: str) -> type[nn.RNNBase]:

@@ -9,7 +9,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -21,35 +20,16 @@ from transformers.modeling_outputs import (
     Seq2SeqModelOutput,
 )
 
-from .attention import LearnedPositionalEmbedding, MultiHeadAttention, SinusoidalPositionalEncoding, sinusoidal_table
+from .attention import (
+    LearnedPositionalEmbedding,
+    PositionTable,
+    SinusoidalPositionalEncoding,
+    sinusoidal_table,
+)
 from .configuration_hfpipe_transformer import HfpipeTransformerConfig
-
-
-def shift_tokens_right(labels: torch.Tensor, *, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
-    """Decoder inputs for teacher forcing: (batch, time) labels -> (batch, time) `[start, y_1, ..., y_{n-1}]`,
-    with the loss-ignored label -100 replaced by the pad token."""
-    shifted = labels.new_empty(labels.shape)
-    shifted[:, 1:] = labels[:, :-1]
-    shifted[:, 0] = decoder_start_token_id
-    return shifted.masked_fill(shifted == -100, pad_token_id)
-
-
-def seq2seq_loss(
-    logits: torch.Tensor, labels: torch.Tensor, *, num_items_in_batch: int | torch.Tensor | None = None
-) -> torch.Tensor:
-    """Token cross-entropy of (batch, time, vocab) logits against (batch, time) labels; -100 is ignored.
-
-    The mean over the batch's labelled tokens, or, when the trainer passes `num_items_in_batch` (the labelled tokens
-    of all gradient-accumulation micro-batches), the sum divided by it.
-    """
-    flat_logits = logits.reshape(-1, logits.size(-1)).float()
-    flat_labels = labels.reshape(-1).to(logits.device)
-    if num_items_in_batch is None:
-        return F.cross_entropy(flat_logits, flat_labels, ignore_index=-100)
-    total = F.cross_entropy(flat_logits, flat_labels, ignore_index=-100, reduction="sum")
-    if isinstance(num_items_in_batch, torch.Tensor):
-        num_items_in_batch = num_items_in_batch.to(total.device)
-    return total / num_items_in_batch
+from .copy_attention import CopyGenerator
+from .seq2seq_common import seq2seq_loss, shift_tokens_right
+from .transformer_layers import HfpipeTransformerDecoderLayer, HfpipeTransformerEncoderLayer
 
 
 def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -73,194 +53,6 @@ class HfpipeTransformerEncoderOutput(BaseModelOutput):
     source_ids: torch.LongTensor | None = None
 
 
-class CopyGenerator(nn.Module):
-    """The pointer-generator output layer (See et al., 2017, section 2.2), over a Transformer decoder:
-
-        a_t = softmax(q(h_t) · k(e_s) / √d_model)              attention over the source positions s
-        c_t = Σ_s a_t,s e_s                                    its context vector
-        p_gen = σ(w · [h_t; c_t] + b)                          generate (1) or copy (0)
-        P(w) = p_gen P_vocab(w) + (1 − p_gen) Σ_{s: x_s = w} a_t,s
-
-    One attention head of its own (not an average of the decoder's cross-attention heads) so that copying does not
-    constrain what those heads learn. Source and target share one vocabulary, so a source position adds its weight
-    to its own token id.
-
-    Args:
-        d_model: width of the decoder states and encoder outputs.
-    """
-
-    def __init__(self, *, d_model: int) -> None:
-        super().__init__()
-        self.query = nn.Linear(d_model, d_model, bias=False)
-        self.key = nn.Linear(d_model, d_model, bias=False)
-        self.gate = nn.Linear(2 * d_model, 1)
-        self.scale = d_model**-0.5
-
-    def project_keys(self, encoder_output: torch.Tensor) -> torch.Tensor:
-        """(batch, source, d_model) -> (batch, source, d_model), k(e_s)."""
-        return self.key(encoder_output)
-
-    def forward(
-        self,
-        decoder_states: torch.Tensor,
-        encoder_output: torch.Tensor,
-        source_ids: torch.Tensor,
-        source_mask: torch.Tensor | None,
-        vocab_logits: torch.Tensor,
-        keys: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """
-        Args:
-            decoder_states: (batch, target, d_model), the decoder's last hidden states h_t.
-            encoder_output: (batch, source, d_model), e_s.
-            source_ids: (batch, source) token ids x_s.
-            source_mask: (batch, source) 1 for tokens, 0 for padding, or None.
-            vocab_logits: (batch, target, vocab), the pre-softmax projection of h_t.
-            keys: `project_keys(encoder_output)` when already computed (generation computes it once, not at every
-                step: it costs as much as the vocabulary projection).
-
-        Returns:
-            (batch, target, vocab) log P(w), in float32: log-probabilities are valid logits (log_softmax leaves
-            them unchanged), so losses, beam search and logits processors work on them as on any logits.
-        """
-        if keys is None:
-            keys = self.project_keys(encoder_output)
-        scores = self.query(decoder_states) @ keys.transpose(1, 2)  # (batch, target, source)
-        scores = scores.float() * self.scale
-        if source_mask is not None:
-            scores = scores.masked_fill(~source_mask.bool()[:, None, :], float("-inf"))
-        copy_weights = scores.softmax(dim=-1)  # (batch, target, source)
-        context = copy_weights.to(encoder_output.dtype) @ encoder_output  # (batch, target, d_model)
-        p_gen = torch.sigmoid(self.gate(torch.cat([decoder_states, context], dim=-1)).float())  # (batch, target, 1)
-        probs = p_gen * vocab_logits.float().softmax(dim=-1)  # (batch, target, vocab)
-        index = source_ids[:, None, :].expand(-1, probs.size(1), -1)  # (batch, target, source)
-        probs = probs.scatter_add(-1, index, (1.0 - p_gen) * copy_weights)
-        # The floor keeps log() finite for words neither generated nor in the source (label smoothing reads them).
-        return probs.clamp_min(1e-9).log()  # (batch, target, vocab)
-
-
-class PositionwiseFeedForward(nn.Module):
-    """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2  (section 3.3), applied to each position alike.
-
-    Args:
-        d_model: input and output width.
-        ffn_dim: d_ff, the inner width.
-    """
-
-    def __init__(self, *, d_model: int, ffn_dim: int) -> None:
-        super().__init__()
-        self.W_1 = nn.Linear(d_model, ffn_dim)
-        self.W_2 = nn.Linear(ffn_dim, d_model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, time, d_model) -> (batch, time, d_model)"""
-        return self.W_2(torch.relu(self.W_1(x)))  # (batch, time, d_model)
-
-
-class _ResidualNorm(nn.Module):
-    """The residual connection around a sub-layer, with layer normalization after (the paper) or before (pre-norm)
-    it, and dropout on the sub-layer output:
-    LayerNorm(x + Dropout(Sublayer(x))) or x + Dropout(Sublayer(LayerNorm(x)))."""
-
-    def __init__(self, *, d_model: int, dropout: float, norm_first: bool) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
-        self.norm_first = norm_first
-
-    def sublayer_input(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x) if self.norm_first else x
-
-    def add(self, x: torch.Tensor, sublayer_output: torch.Tensor) -> torch.Tensor:
-        y = x + self.dropout(sublayer_output)
-        return y if self.norm_first else self.norm(y)
-
-
-class HfpipeTransformerEncoderLayer(nn.Module):
-    """Self-attention, then the feed-forward network, each wrapped in a residual connection and a LayerNorm."""
-
-    def __init__(
-        self, *, d_model: int, num_heads: int, ffn_dim: int, dropout: float, attention_dropout: float, norm_first: bool
-    ) -> None:
-        super().__init__()
-        self.self_attention = MultiHeadAttention(d_model=d_model, num_heads=num_heads, dropout=attention_dropout)
-        self.self_attention_residual = _ResidualNorm(d_model=d_model, dropout=dropout, norm_first=norm_first)
-        self.feed_forward = PositionwiseFeedForward(d_model=d_model, ffn_dim=ffn_dim)
-        self.feed_forward_residual = _ResidualNorm(d_model=d_model, dropout=dropout, norm_first=norm_first)
-
-    def forward(
-        self, x: torch.Tensor, *, mask: torch.Tensor | None, need_weights: bool
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (batch, source, d_model), mask (batch, 1, 1, source) -> (batch, source, d_model), weights or None"""
-        h = self.self_attention_residual.sublayer_input(x)
-        attended, weights = self.self_attention(h, mask=mask, need_weights=need_weights)  # (batch, source, d_model)
-        x = self.self_attention_residual.add(x, attended)
-        x = self.feed_forward_residual.add(x, self.feed_forward(self.feed_forward_residual.sublayer_input(x)))
-        return x, weights  # (batch, source, d_model), (batch, heads, source, source)
-
-
-class HfpipeTransformerDecoderLayer(nn.Module):
-    """Masked self-attention, encoder-decoder attention, then the feed-forward network (section 3.1)."""
-
-    def __init__(
-        self,
-        *,
-        d_model: int,
-        num_heads: int,
-        ffn_dim: int,
-        dropout: float,
-        attention_dropout: float,
-        norm_first: bool,
-        layer_idx: int,
-    ) -> None:
-        super().__init__()
-        self.self_attention = MultiHeadAttention(
-            d_model=d_model, num_heads=num_heads, dropout=attention_dropout, layer_idx=layer_idx
-        )
-        self.self_attention_residual = _ResidualNorm(d_model=d_model, dropout=dropout, norm_first=norm_first)
-        self.cross_attention = MultiHeadAttention(
-            d_model=d_model, num_heads=num_heads, dropout=attention_dropout, layer_idx=layer_idx
-        )
-        self.cross_attention_residual = _ResidualNorm(d_model=d_model, dropout=dropout, norm_first=norm_first)
-        self.feed_forward = PositionwiseFeedForward(d_model=d_model, ffn_dim=ffn_dim)
-        self.feed_forward_residual = _ResidualNorm(d_model=d_model, dropout=dropout, norm_first=norm_first)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        encoder_output: torch.Tensor,
-        *,
-        self_mask: torch.Tensor | None,
-        cross_mask: torch.Tensor | None,
-        cache: Cache | None,
-        need_weights: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """
-        Args:
-            x: (batch, target, d_model), the new target positions.
-            encoder_output: (batch, source, d_model).
-            self_mask: (batch, 1, 1, cached + target) bool target padding mask, or None; causality is added here.
-            cross_mask: (batch, 1, 1, source) bool source padding mask, or None.
-            cache: the generation cache, updated in place.
-
-        Returns:
-            (batch, target, d_model), self-attention weights (batch, heads, target, cached + target) and
-            cross-attention weights (batch, heads, target, source), or None for both.
-        """
-        h = self.self_attention_residual.sublayer_input(x)
-        attended, self_weights = self.self_attention(
-            h, mask=self_mask, is_causal=True, cache=cache, need_weights=need_weights
-        )  # (batch, target, d_model)
-        x = self.self_attention_residual.add(x, attended)
-        h = self.cross_attention_residual.sublayer_input(x)
-        attended, cross_weights = self.cross_attention(
-            h, encoder_output, mask=cross_mask, cache=cache, need_weights=need_weights
-        )  # (batch, target, d_model)
-        x = self.cross_attention_residual.add(x, attended)
-        x = self.feed_forward_residual.add(x, self.feed_forward(self.feed_forward_residual.sublayer_input(x)))
-        return x, self_weights, cross_weights
-
-
 def _positions(config: HfpipeTransformerConfig) -> nn.Module:
     if config.positional_encoding == "sinusoidal":
         return SinusoidalPositionalEncoding(d_model=config.d_model, max_positions=config.max_position_embeddings)
@@ -268,9 +60,11 @@ def _positions(config: HfpipeTransformerConfig) -> nn.Module:
 
 
 class HfpipeTransformerEncoder(nn.Module):
-    """Token embeddings (shared with the decoder) × √d_model + positions, dropout, N encoder layers.
+    """Token embeddings (shared with the decoder) × √d_model + the encoder's positions, dropout, N encoder layers.
 
-    It owns the shared embedding so that `generate()`, which calls the encoder alone with `input_ids`, can use it.
+    It owns the shared token embedding so that `generate()`, which calls the encoder alone with `input_ids`, can use
+    it. Each stack has its own positions (as in BART and Marian): a source and a target position need not mean the
+    same.
     """
 
     main_input_name = "input_ids"  # read by generate()
@@ -295,11 +89,9 @@ class HfpipeTransformerEncoder(nn.Module):
         self.final_norm = nn.LayerNorm(config.d_model) if config.norm_first else None
         self.keeps_source_ids = config.copy_attention
 
-    def embed(self, input_ids: torch.Tensor, *, offset: int = 0) -> torch.Tensor:
-        """(batch, time) token ids -> (batch, time, d_model): scaled embeddings + positions offset.., with dropout."""
-        tokens = self.embed_tokens(input_ids) * self.embed_scale  # (batch, time, d_model)
-        positions = self.positions(input_ids.size(1), offset=offset)  # (time, d_model)
-        return self.dropout(tokens + positions.to(tokens.dtype))
+    def embed_scaled(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, time) token ids -> (batch, time, d_model) token embeddings × √d_model (for either stack)."""
+        return self.embed_tokens(input_ids) * self.embed_scale
 
     def forward(
         self,
@@ -320,7 +112,8 @@ class HfpipeTransformerEncoder(nn.Module):
             asked for; source_ids (batch, source) when the model copies.
         """
         mask = padding_mask(attention_mask)  # (batch, 1, 1, source)
-        x = self.embed(input_ids)  # (batch, source, d_model)
+        tokens = self.embed_scaled(input_ids)  # (batch, source, d_model)
+        x = self.dropout(tokens + self.positions(input_ids.size(1)).to(tokens.dtype))  # (batch, source, d_model)
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
         for layer in self.layers:
@@ -345,11 +138,14 @@ class HfpipeTransformerEncoder(nn.Module):
 
 
 class HfpipeTransformerDecoder(nn.Module):
-    """Positions added to the (already embedded) target, dropout, N decoder layers."""
+    """The decoder's own positions added to the (already embedded, shared) target token embeddings, dropout,
+    N decoder layers."""
 
     def __init__(self, config: HfpipeTransformerConfig) -> None:
         super().__init__()
         self.config = config
+        self.positions = _positions(config)
+        self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(
             HfpipeTransformerDecoderLayer(
                 d_model=config.d_model,
@@ -366,9 +162,10 @@ class HfpipeTransformerDecoder(nn.Module):
 
     def forward(
         self,
-        embedded: torch.Tensor,
+        tokens: torch.Tensor,
         encoder_hidden_states: torch.Tensor,
         *,
+        position_offset: int = 0,
         attention_mask: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
         cache: Cache | None = None,
@@ -377,15 +174,17 @@ class HfpipeTransformerDecoder(nn.Module):
     ) -> BaseModelOutputWithPastAndCrossAttentions:
         """
         Args:
-            embedded: (batch, target, d_model), the new target tokens embedded with their positions.
+            tokens: (batch, target, d_model), the new target tokens' scaled embeddings.
             encoder_hidden_states: (batch, source, d_model).
+            position_offset: the position of the first new token (the number of tokens already in the cache).
             attention_mask: (batch, cached + target) target padding mask, or None.
             encoder_attention_mask: (batch, source) source padding mask, or None.
             cache: the generation cache (updated in place), or None.
         """
         self_mask = padding_mask(attention_mask)  # (batch, 1, 1, cached + target)
         cross_mask = padding_mask(encoder_attention_mask)  # (batch, 1, 1, source)
-        x = embedded
+        positions = self.positions(tokens.size(1), offset=position_offset)  # (target, d_model)
+        x = self.dropout(tokens + positions.to(tokens.dtype))  # (batch, target, d_model)
         hidden_states = [x] if output_hidden_states else None
         self_attentions = [] if output_attentions else None
         cross_attentions = [] if output_attentions else None
@@ -424,13 +223,16 @@ class HfpipeTransformerPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["HfpipeTransformerEncoderLayer", "HfpipeTransformerDecoderLayer"]
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Linear weights ~ N(0, init_std); token embeddings ~ N(0, d_model^-0.5) (unit variance after the √d_model
-        scale) with a zero padding row; LayerNorm = identity; the sinusoidal table is rebuilt from its formula."""
+        """Linear weights and learned positions ~ N(0, init_std); token embeddings ~ N(0, d_model^-0.5) (unit
+        variance after the √d_model scale) with a zero padding row; LayerNorm = identity; the sinusoidal table is
+        rebuilt from its formula."""
         std = self.config.init_std
         if isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, PositionTable):  # before nn.Embedding, which it is too
+            init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=self.config.d_model**-0.5)
             if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
@@ -438,10 +240,28 @@ class HfpipeTransformerPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-        elif isinstance(module, LearnedPositionalEmbedding):
-            init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, SinusoidalPositionalEncoding):
             init.copy_(module.table, sinusoidal_table(max_positions=module.max_positions, d_model=module.d_model))
+
+    def tie_weights(self, missing_keys: set[str] | None = None, recompute_mapping: bool = True) -> None:
+        """Tie as transformers does, and, in `from_pretrained` (`missing_keys` given), give the decoder the
+        encoder's learned positions when the checkpoint has only those: models saved before each stack had its own
+        table shared the encoder's."""
+        super().tie_weights(missing_keys=missing_keys, recompute_mapping=recompute_mapping)
+        if missing_keys is None:
+            return
+        for name, module in self.named_modules():
+            if isinstance(module, HfpipeTransformerModel):
+                prefix = f"{name}." if name else ""
+                encoder_key, decoder_key = (prefix + key for key in _LEARNED_POSITION_KEYS)
+                if decoder_key in missing_keys and encoder_key not in missing_keys:
+                    with torch.no_grad():
+                        module.decoder.positions.embedding.weight.copy_(module.encoder.positions.embedding.weight)
+                    missing_keys.discard(decoder_key)
+
+
+# Where each stack keeps its learned positions; before, the decoder read the encoder's.
+_LEARNED_POSITION_KEYS = ("encoder.positions.embedding.weight", "decoder.positions.embedding.weight")
 
 
 class HfpipeTransformerModel(HfpipeTransformerPreTrainedModel):
@@ -461,6 +281,14 @@ class HfpipeTransformerModel(HfpipeTransformerPreTrainedModel):
 
     def get_encoder(self) -> HfpipeTransformerEncoder:
         return self.encoder
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # `load_state_dict` of a checkpoint from before each stack had its own learned positions (resuming a run):
+        # the decoder starts from the one table both stacks shared. (`from_pretrained` goes through tie_weights.)
+        encoder_key, decoder_key = (prefix + key for key in _LEARNED_POSITION_KEYS)
+        if encoder_key in state_dict and decoder_key not in state_dict:
+            state_dict[decoder_key] = state_dict[encoder_key]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(
         self,
@@ -515,10 +343,10 @@ class HfpipeTransformerModel(HfpipeTransformerPreTrainedModel):
         if not use_cache:
             cache = None
         past_length = cache.get_seq_length() if cache is not None else 0
-        embedded = self.encoder.embed(decoder_input_ids, offset=past_length)  # (batch, target, d_model)
         decoder_outputs = self.decoder(
-            embedded,
+            self.encoder.embed_scaled(decoder_input_ids),  # (batch, target, d_model), the shared embeddings
             encoder_outputs.last_hidden_state,
+            position_offset=past_length,
             attention_mask=decoder_attention_mask,
             encoder_attention_mask=attention_mask,
             cache=cache,

@@ -19,12 +19,13 @@ import shutil
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from hfpipe.errors import Interrupted, RunDirError
+from hfpipe.pipeline.distributed import from_main
 from hfpipe.runs.files import json_atomic, replace_dir, text_atomic
 from hfpipe.recipe.schema import TrainConfig
 
@@ -174,6 +175,44 @@ def resume_from_checkpoint(accelerator: Accelerator, model: Any, ckpt_dir: Path,
     if on_message is not None:
         on_message(f"resumed from checkpoint {last.name} (step {saved.step})")
     return saved
+
+
+class Checkpointer:
+    """When and how the training loop checkpoints `folder` (<run>/checkpoints): periodically, after every
+    evaluation (then best/ too), on a stop signal and at the end; and resuming from the newest checkpoint.
+    Every method is a collective: every process calls it at the same step."""
+
+    def __init__(self, accelerator: Accelerator, folder: Path, cfg: TrainConfig) -> None:
+        self.accelerator, self.folder, self.cfg = accelerator, folder, cfg
+
+    def path(self, step: int) -> Path:
+        return self.folder / f"step-{step}"
+
+    def due(self, state: TrainState) -> bool:
+        return checkpoint_due(self.cfg, state)
+
+    def save(self, state: TrainState) -> Path:
+        """Checkpoint `state.step` unless it already is (the main process decides: one answer for all)."""
+        path = self.path(state.step)
+        if from_main(self.accelerator, (path / STATE_FILE).exists()):
+            return path
+        state.checkpoint_seconds = state.seconds
+        return write_checkpoint(self.accelerator, self.folder, state.step, asdict(state),
+                                keep=self.cfg.keep_checkpoints)
+
+    def save_after_eval(self, state: TrainState, model: Any, improved: bool) -> None:
+        """The checkpoint that records the new best step is complete before best/ is replaced: a kill between the
+        two leaves a checkpoint at the best step, from which a resume rebuilds best/."""
+        self.save(state)
+        if improved:
+            self.accelerator.wait_for_everyone()
+            if self.accelerator.is_main_process:
+                save_best(self.accelerator.unwrap_model(model), self.folder, state.step, state.best_metric)
+            self.accelerator.wait_for_everyone()
+
+    def resume(self, model: Any, log_path: Path, state: TrainState,
+               on_message: Callable[[str], None] | None) -> TrainState:
+        return resume_from_checkpoint(self.accelerator, model, self.folder, log_path, state, on_message)
 
 
 # --------------------------------------------------------------------------------------------- best weights

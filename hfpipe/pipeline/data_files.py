@@ -62,8 +62,8 @@ def _open_text(path: Path) -> io.TextIOBase:
     return path.open("r", encoding="utf-8-sig", newline="")
 
 
-def iter_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line or row number, record) from a local file; raise DataError on any malformed part."""
+def check_data_file(path: Path) -> None:
+    """Raise DataError unless `path` is a regular file that exists (a folder, a FIFO or a device is not)."""
     if not path.exists():
         raise DataError(f"data file not found: {path}", where=str(path), hint="check data.files in the recipe "
                                                                               "(relative paths are relative to "
@@ -73,6 +73,11 @@ def iter_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
                         hint="point data.files at the data file inside it")
     if not path.is_file():  # a FIFO or a device such as /dev/zero: reading it would never end
         raise DataError(f"not a regular file: {path}", where=str(path), hint="point data.files at a data file")
+
+
+def iter_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line or row number, record) from a local file; raise DataError on any malformed part."""
+    check_data_file(path)
     try:
         if fmt == "parquet":
             yield from _iter_parquet(path)
@@ -248,11 +253,13 @@ def _column_error(task: Task, data: DataConfig, record: dict[str, Any], where: s
                      where=f"{where} (available: {', '.join(available) or 'none'})", hint=hint)
 
 
-def read_examples(path: Path, task: Task, data: DataConfig, *, limit: int | None = None) -> tuple[list[Example], int]:
-    """All non-empty examples of a file (up to `limit`) and the number of rows dropped as empty."""
+def iter_examples(path: Path, task: Task, data: DataConfig, counts: dict[str, int] | None = None, *,
+                  limit: int | None = None) -> Iterator[Example]:
+    """The non-empty examples of a file (the first `limit` of them), streamed; `counts["dropped"]` (where given)
+    counts the rows dropped as empty. A column that turns out to hold only numbers raises DataError after the last row, so a reader that
+    writes as it goes must write to a temporary place (the data stage does)."""
     fmt = file_format(path, data.format)
-    examples: list[Example] = []
-    dropped = 0
+    kept = dropped = 0
     numeric: dict[str, int] = {}  # per column, the examples whose value there is a JSON number (or boolean)
     first: dict[str, tuple[str, Any]] = {}
     for lineno, record in iter_records(path, fmt):
@@ -260,18 +267,27 @@ def read_examples(path: Path, task: Task, data: DataConfig, *, limit: int | None
         example = extract(task, data, record, f"{path}:{lineno}", seen)
         if example is None:
             dropped += 1
+            if counts is not None:
+                counts["dropped"] = dropped
             continue
         for key, where_value in seen.items():
             numeric[key] = numeric.get(key, 0) + 1
             first.setdefault(key, where_value)
-        examples.append(example)
-        if limit is not None and len(examples) >= limit:
+        kept += 1
+        yield example
+        if limit is not None and kept >= limit:
             break
     for key, count in numeric.items():
         # A whole column of numbers is an id or score column, not text (a few numbers among sentences are text).
-        if count == len(examples):
+        if count == kept:
             where, value = first[key]
             raise DataError(f"column {key!r} holds numbers (the first: {value!r}), not text", where=where,
                             hint="point the recipe at the text column; if the numbers are the text, write them "
                                  "as strings (\"42\")")
-    return examples, dropped
+
+
+def read_examples(path: Path, task: Task, data: DataConfig, *, limit: int | None = None) -> tuple[list[Example], int]:
+    """All non-empty examples of a file (up to `limit`) and the number of rows dropped as empty."""
+    counts = {"dropped": 0}
+    examples = list(iter_examples(path, task, data, counts, limit=limit))
+    return examples, counts["dropped"]

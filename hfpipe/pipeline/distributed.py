@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hfpipe.errors import RecipeError
 from hfpipe.recipe.schema import UNSHARDED_ONLY, DistributedConfig, Recipe
@@ -28,6 +28,8 @@ EXIT_CODE_DIR_ENV = "HFPIPE_EXIT_CODE_DIR"
 # The command line the user typed, when it is not the process's own (`--processes N` starts the processes with
 # another one): what a message that says how to resume must repeat.
 COMMAND_ENV = "HFPIPE_COMMAND"
+
+T = TypeVar("T")
 
 HOW_TO_LAUNCH = ("start N processes with `hfpipe run RECIPE --processes N`, `accelerate launch --multi_gpu "
                  "--num_processes N -m hfpipe run RECIPE` or `torchrun --nproc_per_node N -m hfpipe run RECIPE`")
@@ -85,6 +87,15 @@ def check_launch() -> None:
             raise RecipeError(f"the launch asks for {what} ({env} is set, e.g. by an accelerate config). "
                               f"{UNSHARDED_ONLY}", hint="launch with an accelerate config whose distributed_type "
                                                         "is MULTI_GPU or MULTI_CPU, or with no config")
+
+
+def from_main(accelerator: Accelerator, value: T) -> T:
+    """The main process's value (a decision, its clock) on every process: one answer for all of them."""
+    if accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
 
 
 def make_accelerator(recipe: Recipe) -> Accelerator:

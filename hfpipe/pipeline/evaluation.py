@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,7 +145,7 @@ class SplitResult:
 
 
 def evaluate_split(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe, split: str,
-                   examples: list[Example], settings: GenerationSettings, *, accelerator: Accelerator,
+                   examples: Sequence[Example], settings: GenerationSettings, *, accelerator: Accelerator,
                    out_dir: Path | None, on_batch: Callable[[int], None] | None = None,
                    extra_metrics: list[tuple[str, Any]] | None = None) -> SplitResult:
     """Generate for every example of a split, score against the references, and (main process) write

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 from hfpipe.errors import RunDirError
 from hfpipe.pipeline.data import read_splits
 from hfpipe.pipeline.distributed import make_accelerator
-from hfpipe.runs.files import json_atomic
+from hfpipe.recipe.loading import recipe_to_yaml
+from hfpipe.runs.files import json_atomic, text_atomic
 from hfpipe.runs.gates import gate_split, recipe_gates, run_gates
 from hfpipe.runs.reporting import Reporter, quiet_libraries
 from hfpipe.runs.rundir import RunDir
@@ -103,10 +104,41 @@ def predict_lines(target: str, lines: list[str], *, num_beams: int | None = None
     return outputs
 
 
+def _own_data(run_dir: Path, split: str, examples: list, recipe_path: Path | None, overrides: list[str]) -> bool:
+    """Whether `examples` are the rows the run itself evaluates on `split` (its recipe, its files)."""
+    if recipe_path is None and not overrides:
+        return True
+    from hfpipe.errors import HfpipeError
+    from hfpipe.pipeline.tokenization import examples_fingerprint
+    from hfpipe.recipe.loading import load_recipe
+
+    try:
+        own_recipe = load_recipe(run_dir / "recipe.yaml").recipe
+        own = read_splits(own_recipe)[0].get(split, [])
+    except HfpipeError:  # the run's data moved or is gone: nothing shows these rows are the run's own
+        return False
+    if own_recipe.evaluate.max_samples:
+        own = own[:own_recipe.evaluate.max_samples]
+    return examples_fingerprint({split: own}) == examples_fingerprint({split: examples})
+
+
+def evaluation_dir(run_dir: Path, split: str, examples: list, *, name: str | None, recipe_path: Path | None,
+                   overrides: list[str]) -> Path:
+    """Where an evaluation of a run is recorded: the run's own record (metrics.json, predictions-<split>.jsonl)
+    for the run's own data; evaluations/<name>/ for a name or other data (default name: the split and a short
+    fingerprint of its rows), so results on other data never replace the run's."""
+    if name is None and _own_data(run_dir, split, examples, recipe_path, overrides):
+        return run_dir
+    from hfpipe.pipeline.tokenization import examples_fingerprint
+
+    return run_dir / "evaluations" / (name or f"{split}-{examples_fingerprint({split: examples})[:8]}")
+
+
 def evaluate_target(target: str, *, split: str, recipe_path: Path | None, overrides: list[str],
                     reporter: Reporter, gates: list[str] | None = None, baseline: str | None = None,
-                    significance: float | None = None) -> RunSummary:
-    """Evaluate a run's model (or any model folder with --recipe) on one split, and check the gates on it."""
+                    significance: float | None = None, name: str | None = None) -> RunSummary:
+    """Evaluate a run's model (or any model folder with --recipe) on one split, and check the gates on it.
+    In a run directory the results go where `evaluation_dir` says."""
     from hfpipe.pipeline.evaluation import (
         GenerationSettings,
         default_max_new_tokens,
@@ -137,7 +169,11 @@ def evaluate_target(target: str, *, split: str, recipe_path: Path | None, overri
     reporter.stage("evaluate", f"{split} ({len(examples):,} rows, beams {settings.num_beams}, max_new_tokens "
                                f"{settings.max_new_tokens})")
     update = reporter.progress(f"generating {split}", len(examples))
-    out_dir = path if is_run else None
+    out_dir = evaluation_dir(path, split, examples, name=name, recipe_path=recipe_path, overrides=overrides) \
+        if is_run else None
+    if out_dir is not None and out_dir != path and accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        text_atomic(out_dir / "recipe.yaml", recipe_to_yaml(recipe))  # what data and settings these results are on
     from hfpipe.tasks.extra_metrics import load_extra_metrics
 
     res = evaluate_split(model, tokenizer, recipe, split, examples, settings, accelerator=accelerator,
@@ -147,11 +183,13 @@ def evaluate_target(target: str, *, split: str, recipe_path: Path | None, overri
     res.metrics["seconds"] = res.seconds
     res.metrics["generation"] = asdict(settings)  # per split: what these predictions were made with
     summary = RunSummary(run_dir=path, metrics={split: res.metrics}, stage_seconds={"evaluate": res.seconds},
-                         model_dir=path / "model" if is_run else path, task=recipe.task)
-    if is_run and accelerator.is_main_process:
-        write_metrics(RunDir(path), recipe, summary, settings)
-    if is_run and accelerator.is_main_process:
-        stale = path / "gates.json"
+                         model_dir=path / "model" if is_run else path, task=recipe.task,
+                         evaluation_dir=out_dir if out_dir != path else None)
+    if out_dir is not None and out_dir != path:
+        reporter.info(f"recorded in {out_dir} (the run's own metrics.json and predictions stay as they were)")
+    if out_dir is not None and accelerator.is_main_process:
+        write_metrics(RunDir(out_dir), recipe, summary, settings)
+        stale = out_dir / "gates.json"
         if stale.is_file() and json.loads(stale.read_text(encoding="utf-8")).get("split") == split:
             stale.unlink()  # its verdict was on the predictions just replaced
     if recipe_gates(recipe) and gate_split(recipe, [split]) != split:
@@ -164,6 +202,6 @@ def evaluate_target(target: str, *, split: str, recipe_path: Path | None, overri
         report = run_gates(recipe, split=split, metrics=res.metrics, predictions=res.predictions, examples=examples,
                            settings=settings, accelerator=accelerator, on_message=reporter.info)
         summary.gates = report.to_dict()
-        if is_run and accelerator.is_main_process:
-            json_atomic(path / "gates.json", summary.gates)
+        if out_dir is not None and accelerator.is_main_process:
+            json_atomic(out_dir / "gates.json", summary.gates)
     return summary

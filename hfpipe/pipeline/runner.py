@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,7 +49,7 @@ def _section_fingerprint(recipe: Recipe, *sections: str, extra: Any = None) -> s
 class Prepared:
     """What the stages before training produce, shared by `run`, `train` and `tokenize`."""
 
-    splits: dict[str, list[Example]]
+    splits: dict[str, Sequence[Example]]
     report: DataReport
     tokenizer: PreTrainedTokenizerBase
     tokenized: Any
@@ -61,6 +62,7 @@ def prepare(loaded: LoadedRecipe, run: RunDir, accelerator: Accelerator, reporte
     from hfpipe.pipeline.tokenization import (
         build_tokenizer,
         examples_fingerprint,
+        token_lengths,
         tokenize_splits,
     )
 
@@ -91,8 +93,7 @@ def prepare(loaded: LoadedRecipe, run: RunDir, accelerator: Accelerator, reporte
     if tokenized.reused:
         summary.reused.append("tokenize")
         reporter.info(f"tokenized data unchanged: reused from cache {tokenized.fingerprint}")
-    label_lengths = [len(x) for x in tokenized.datasets["train"]["labels"]]
-    max_new = default_max_new_tokens(label_lengths)
+    max_new = default_max_new_tokens(token_lengths(tokenized.datasets["train"], "labels"))
     summary.stage_seconds["tokenize"] = round(time.perf_counter() - t0, 2)
     return Prepared(splits, report, tokenizer, tokenized, max_new)
 
@@ -120,7 +121,7 @@ def _claim_on_every_process(accelerator: Accelerator, run_dir: Path, *, resume: 
                             recipe: Recipe) -> RunLock | None:
     """claim_run_dir on the main process (the lock is its alone); a refusal is raised on every process, with the
     main process's reason, so none is left waiting for the others."""
-    from hfpipe.pipeline.training import from_main
+    from hfpipe.pipeline.distributed import from_main
 
     lock, problem = None, None
     if accelerator.is_main_process:
@@ -279,7 +280,10 @@ def _train_and_evaluate(loaded: LoadedRecipe, accelerator: Accelerator, run: Run
         summary.train = result.to_dict()
         summary.stage_seconds["train"] = round(time.perf_counter() - t0, 2)
         if accelerator.is_main_process:
-            save_final_model(model, prepared.tokenizer, run.model, generation.generate_kwargs())
+            from hfpipe.pipeline.models import position_limit
+
+            save_final_model(model, prepared.tokenizer, run.model, generation.generate_kwargs(),
+                             max_positions=position_limit(getattr(model, "module", model).config.to_dict()))
             from hfpipe.runs.plots import plot_curves
 
             plot_curves(run.path / "train_log.jsonl", run.path / "curves.png", result.metric_name)
@@ -298,7 +302,7 @@ def _train_and_evaluate(loaded: LoadedRecipe, accelerator: Accelerator, run: Run
     # ---- evaluation
     eval_fp = _section_fingerprint(recipe, "evaluate", extra={"train": train_fp, "max_new": prepared.max_new_tokens})
     predictions: dict[str, list[str]] = {}
-    evaluated: dict[str, list[Example]] = {}
+    evaluated: dict[str, Sequence[Example]] = {}
     for split in recipe.evaluate.splits:
         if split not in prepared.splits:
             reporter.info(f"[yellow]no {split} split: skipped[/yellow]")

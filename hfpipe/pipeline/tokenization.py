@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hfpipe import __version__
 from hfpipe.cache import cache_error, cache_root, fingerprint
@@ -36,10 +36,16 @@ if TYPE_CHECKING:
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 
 
-def examples_fingerprint(splits: dict[str, list[Example]]) -> str:
+def examples_fingerprint(splits: dict[str, Sequence[Example]]) -> str:
+    """A hash of the examples of every split. A split read by the data stage (an ExampleTable) already carries
+    one, so a corpus of millions of rows is not read again to name it."""
     h = hashlib.sha256()
     for split in sorted(splits):
         h.update(split.encode())
+        known = getattr(splits[split], "fingerprint", None)
+        if known is not None:
+            h.update(b"\x02" + known.encode())
+            continue
         for e in splits[split]:
             h.update(e.source.encode())
             h.update(b"\x00")
@@ -58,13 +64,15 @@ def folder_fingerprint(folder: Path) -> str:
 
 
 # --------------------------------------------------------------------------------------------- tokenizer
-def _training_texts(examples: list[Example], limit: int | None) -> Iterable[str]:
-    for e in examples[:limit] if limit else examples:
+def _training_texts(examples: Iterable[Example], limit: int | None) -> Iterator[str]:
+    for i, e in enumerate(examples):  # streamed: the first `limit` rows without slicing a table into a list
+        if limit is not None and i >= limit:
+            return
         yield e.source
         yield e.target
 
 
-def train_tokenizer(config: TokenizerTrainConfig, examples: list[Example], out_dir: Path) -> None:
+def train_tokenizer(config: TokenizerTrainConfig, examples: Iterable[Example], out_dir: Path) -> None:
     """Train a Unigram or BPE tokenizer (SentencePiece-style, whitespace kept as ▁) and save it as a fast
     tokenizer that `AutoTokenizer.from_pretrained` loads without hfpipe."""
     from tokenizers import (
@@ -102,7 +110,7 @@ def train_tokenizer(config: TokenizerTrainConfig, examples: list[Example], out_d
     fast.save_pretrained(out_dir)
 
 
-def build_tokenizer(recipe: Recipe, train_examples: list[Example], out_dir: Path,
+def build_tokenizer(recipe: Recipe, train_examples: Iterable[Example], out_dir: Path,
                     *, data_fingerprint: str, write: bool = True) -> tuple[PreTrainedTokenizerBase, bool]:
     """Load or train the tokenizer and (when `write`, i.e. on the main process) save it whole to `out_dir`;
     returns (tokenizer, reused_from_cache). A trained tokenizer is cached by its data and settings."""
@@ -156,12 +164,15 @@ class TokenizedData:
     fingerprint: str
 
 
-def tokenize_splits(recipe: Recipe, splits: dict[str, list[Example]], tokenizer: PreTrainedTokenizerBase,
+def tokenize_splits(recipe: Recipe, splits: dict[str, Sequence[Example]], tokenizer: PreTrainedTokenizerBase,
                     tokenizer_dir: Path) -> TokenizedData:
-    """Token ids of every split (`input_ids`, `labels`), from the cache when nothing they depend on changed."""
-    from datasets import load_from_disk
+    """Token ids of every split (`input_ids`, `labels`), from the cache when nothing they depend on changed.
 
-    from hfpipe.pipeline.data import to_datasets
+    Written batch by batch to Arrow files on disk (never the whole corpus in memory), then saved whole to the
+    cache under its key."""
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    from hfpipe.pipeline.data import ExampleTable, to_datasets
 
     d = recipe.data
     key = fingerprint({"v": __version__, "examples": examples_fingerprint(splits),
@@ -177,10 +188,19 @@ def tokenize_splits(recipe: Recipe, splits: dict[str, list[Example]], tokenizer:
         labels = tokenizer(text_target=batch["target"], max_length=d.max_target_length, truncation=True)
         return {"input_ids": enc["input_ids"], "labels": labels["input_ids"]}
 
-    ds = to_datasets(splits).map(encode, batched=True, batch_size=1000, desc="tokenizing")
+    tables = {split: rows if isinstance(rows, ExampleTable) else  # lists: from tests and library callers
+              ExampleTable(Dataset.from_dict({"source": [e.source for e in rows], "target": [e.target for e in rows]}),
+                           examples_fingerprint({split: rows}))
+              for split, rows in splits.items()}
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cached.parent) as tmp:
+            # The map's output goes to files of our own temporary folder: datasets would otherwise write its
+            # cache files beside the examples' Arrow file and keep them there.
+            ds = DatasetDict({
+                split: data.map(encode, batched=True, batch_size=1000, desc=f"tokenizing {split}",
+                                cache_file_name=str(Path(tmp) / f"map-{split}.arrow"), writer_batch_size=1000)
+                for split, data in to_datasets(tables).items()})
             ds.save_to_disk(str(Path(tmp) / "ds"))
             if not cached.exists():
                 os.replace(Path(tmp) / "ds", cached)
@@ -198,7 +218,7 @@ class TokenizerReport:
     target_length_percentiles: dict[str, int]
 
 
-def tokenizer_report(recipe: Recipe, splits: dict[str, list[Example]], tokenizer: PreTrainedTokenizerBase,
+def tokenizer_report(recipe: Recipe, splits: dict[str, Sequence[Example]], tokenizer: PreTrainedTokenizerBase,
                      *, sample: int = 2000) -> TokenizerReport:
     """How well the tokenizer fits the training data, on a sample of it."""
     from hfpipe.pipeline.data import percentiles
@@ -220,3 +240,12 @@ def tokenizer_report(recipe: Recipe, splits: dict[str, list[Example]], tokenizer
         if side == "target":
             lengths = [len(x) for x in ids]
     return TokenizerReport(len(tokenizer), out["tpw"], out["unk"], out["trunc"], percentiles(lengths))
+
+
+def token_lengths(dataset: Any, column: str) -> list[int]:
+    """The length of every row's token list in `column` of a tokenized split, read from Arrow's list offsets
+    rather than by turning millions of rows into Python lists."""
+    import pyarrow.compute as pc
+
+    values = dataset.with_format("arrow")[column]  # respects a selection of rows; no Python objects per token
+    return pc.list_value_length(values).to_numpy(zero_copy_only=False).tolist()

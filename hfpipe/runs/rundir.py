@@ -6,6 +6,7 @@ half-written artifact.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -80,8 +81,9 @@ class RunDir:
 
 
 def save_final_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path,
-                     generation: dict[str, Any]) -> None:
-    """model/ = weights + config + generation config + tokenizer, loadable without hfpipe; written whole."""
+                     generation: dict[str, Any], *, max_positions: int | None = None) -> None:
+    """model/ = weights + config + generation config + tokenizer, loadable without hfpipe; written whole.
+    `max_positions`: how many positions the model encodes (None: no limit), the tokenizer's model_max_length."""
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     gc = model.generation_config
@@ -91,4 +93,24 @@ def save_final_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         gc.max_length = None  # max_new_tokens rules; never the implicit 20
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    _settle_tokenizer_config(tmp / "tokenizer_config.json", max_positions)
     replace_dir(tmp, out_dir)
+
+
+# How the tokenizer was loaded here (offline, from a folder), which transformers saves with it and which would
+# then apply to whoever loads the model folder elsewhere.
+_LOADING_KEYS = ("is_local", "local_files_only")
+
+
+def _settle_tokenizer_config(path: Path, max_positions: int | None) -> None:
+    """A trained tokenizer says model_max_length 1000000 (it knows no model): the saved one says what the model
+    can encode, so `tokenizer(text, truncation=True)` cuts where the model must."""
+    if not path.exists():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for key in _LOADING_KEYS:
+        config.pop(key, None)
+    saved = config.get("model_max_length")
+    if max_positions is not None and (not isinstance(saved, (int, float)) or saved > max_positions):
+        config["model_max_length"] = max_positions
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -27,6 +27,7 @@ class RunSummary:
     task: str = "translation"
     distributed: dict[str, Any] | None = None
     gates: dict[str, Any] | None = None
+    evaluation_dir: Path | None = None  # `hfpipe evaluate` on other data than the run's: where its record is
 
 
 def write_metrics(run: RunDir, recipe: Recipe, summary: RunSummary, generation: Any) -> None:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import HEAVY, imported_modules
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = REPO_ROOT / "tests/fixtures/ddtp-en-de.sample.jsonl"
 RECIPES = sorted((REPO_ROOT / "recipes").glob("*.yaml"))
-HEAVY = {"torch", "transformers", "datasets"}
 
 # exit codes, as documented in hfpipe/errors.py
 OK, RECIPE_ERROR, DATA_ERROR = 0, 2, 3
@@ -43,17 +44,6 @@ def write_recipe(folder: Path, name: str = "r.yaml", extra: str = "", **files: s
     return path
 
 
-def imported_modules(importtime_stderr: str) -> set[str]:
-    """Top-level names of every module in `python -X importtime` output."""
-    names = set()
-    for line in importtime_stderr.splitlines():
-        if line.startswith("import time:") and "|" in line:
-            module = line.rsplit("|", 1)[1].strip()
-            if module != "imported package":
-                names.add(module.split(".")[0])
-    return names
-
-
 # --------------------------------------------------------------------------------------------- light imports
 def test_help(run_hfpipe) -> None:
     rc, out, err = run_hfpipe("--help")
@@ -62,9 +52,39 @@ def test_help(run_hfpipe) -> None:
         assert command in out
 
 
-@pytest.mark.parametrize("args", [("--help",), ("validate", "recipes/translation-en-de.yaml"),
-                                  *(("validate", str(p.relative_to(REPO_ROOT))) for p in RECIPES
-                                    if p.name != "translation-en-de.yaml")],
+def _commands(help_text: str) -> list[str]:
+    """The command names listed under "Commands:" in a --help."""
+    listed = help_text.split("\nCommands:\n", 1)[1].splitlines() if "\nCommands:\n" in help_text else []
+    return [line.split()[0] for line in listed if line.startswith("  ") and line.strip()]
+
+
+def test_version_is_a_flag(run_hfpipe) -> None:
+    rc, out, err = run_hfpipe("--help", env={"COLUMNS": "100"})
+    assert rc == OK, err
+    assert "--version  Print the version and exit." in out and "<bool>" not in out
+    rc, out, err = run_hfpipe("--version")
+    assert (rc, out.strip()) == (OK, f"hfpipe {__import__('hfpipe').__version__}")
+
+
+def test_every_help_text_wraps_whole_paragraphs(run_hfpipe) -> None:
+    """At a normal terminal width, each command's description is re-wrapped to it: no paragraph breaks its line
+    where the docstring did (a short line followed by the rest of the sentence)."""
+    rc, out, _ = run_hfpipe("--help", env={"COLUMNS": "100"})
+    commands = [[c] for c in _commands(out)]
+    assert len(commands) >= 12
+    for command in list(commands):
+        rc, out, err = run_hfpipe(*command, "--help", env={"COLUMNS": "100"})
+        assert rc == OK, err
+        commands.extend([*command, sub] for sub in _commands(out))
+        description = out.split("\n\n", 1)[1].split("\nArguments:")[0].split("\nOptions:")[0]
+        for paragraph in description.strip("\n").split("\n\n"):
+            lines = paragraph.splitlines()
+            assert all(len(line) > 60 for line in lines[:-1]), (command, paragraph)
+            assert all(len(line) <= 100 for line in lines), (command, paragraph)
+
+
+# Every other shipped recipe's validate is checked the same way in tests/recipe/test_shipped_recipes.py.
+@pytest.mark.parametrize("args", [("--help",), ("validate", "recipes/translation-en-de.yaml")],
                          ids=lambda a: " ".join(a))
 def test_light_commands_import_nothing_heavy(run_hfpipe, args: tuple[str, ...]) -> None:
     rc, out, err = run_hfpipe(*args, python_flags=["-X", "importtime"])

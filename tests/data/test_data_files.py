@@ -386,7 +386,7 @@ def test_validation_is_carved_deterministically(train_200: tuple[Path, list[Exam
     assert len(splits["validation"]) == 20 and len(splits["train"]) == 180
     assert report.carved == ["validation"] and report.rows == {"train": 180, "validation": 20}
     # a partition of the file, each side in file order
-    assert sorted(splits["train"] + splits["validation"], key=everything.index) == everything
+    assert sorted([*splits["train"], *splits["validation"]], key=everything.index) == everything
     assert not set(splits["train"]) & set(splits["validation"])
     assert is_subsequence(splits["train"], everything) and is_subsequence(splits["validation"], everything)
     # random, not the last (or first) 10%

@@ -34,28 +34,39 @@ def test_in_house_model_trains_saves_reloads_and_draws(architecture, run_cli, tm
     config = json.loads((model_dir / "config.json").read_text())
     assert "AutoModelForSeq2SeqLM" in config["auto_map"]
     assert list(model_dir.glob("modeling_hfpipe_*.py")), "the model's code travels with it"
+    tokenizer_config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    limit = config["max_position_embeddings"] if architecture == "hfpipe-transformer" else 1_000_000  # RNN: none
+    assert tokenizer_config["model_max_length"] == limit
+    assert not {"is_local", "local_files_only"} & set(tokenizer_config)
 
     predictions = [json.loads(line)["prediction"] for line in (run_dir / "predictions-test.jsonl").open()]
     code = textwrap.dedent(f"""
         import sys
         sys.modules["hfpipe"] = None  # unimportable here even where hfpipe is installed: loading must not need it
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-        # Remote code: both loaders need trust_remote_code (the tokenizer reads config.json's auto_map too).
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedTokenizerFast
+        # The tokenizer alone runs no remote code and asks nothing (README "In-house attention models").
+        alone = PreTrainedTokenizerFast.from_pretrained({str(model_dir)!r})
+        print("ALONE", len(alone), alone.model_max_length, file=sys.stderr)
+        # AutoTokenizer reads config.json (remote code) first: it needs trust_remote_code like the model.
         tok = AutoTokenizer.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
         model = AutoModelForSeq2SeqLM.from_pretrained({str(model_dir)!r}, trust_remote_code=True)
+        assert len(alone) == len(tok) and alone("hello world").input_ids == tok("hello world").input_ids
         print(type(model).__name__, model.generation_config.max_new_tokens)
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     child = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=300)
+                           text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert child.returncode == 0, child.stderr[-2000:]
     assert child.stdout.split()[1] == "24"
+    before_auto = child.stderr.split("ALONE")[0]
+    assert "custom code" not in before_auto and "model of type" not in before_auto, before_auto
     assert len(predictions) == 6
 
     out = tmp_path / "maps"
     proc = run_cli("attention", str(run_dir), "--text", "This package contains the documentation.",
                    "--out", str(out), "--max-new-tokens", "8")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Loading weights" not in proc.stderr, "transformers' bar is silenced"
     pngs = sorted(out.glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     if architecture == "hfpipe-transformer":

@@ -22,10 +22,25 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _unmatchable_validation(folder: Path) -> Path:
+    """The shipped validation sources with a reference no model can produce ("ǂ", outside every vocabulary): BLEU
+    is exactly 0 at every evaluation, so the first evaluation (step 8) stays the best (a tie is no improvement) and
+    the run must reload its weights over the last step's."""
+    import gzip
+
+    rows = [json.loads(line) for line in gzip.open(REPO / "data/ddtp-en-de.validation.jsonl.gz", "rt")][:40]
+    path = folder / "validation-unmatchable.jsonl"
+    path.write_text("".join(json.dumps({"translation": {"en": r["translation"]["en"], "de": "ǂ"}}) + "\n"
+                            for r in rows), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="module")
 def translation_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mt")
-    recipe = write_recipe(tmp, tiny_recipe("translation"))
+    recipe = tiny_recipe("translation")
+    recipe["data"]["files"]["validation"] = str(_unmatchable_validation(tmp))
+    recipe = write_recipe(tmp, recipe)
     run_dir = tmp / "run"
     env = {**os.environ, "HFPIPE_CACHE": str(tmp / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
            "COLUMNS": "160"}
@@ -53,6 +68,9 @@ def test_run_directory_layout(translation_run):
     assert len(files["train"]["sha256"]) == 64 and files["train"]["rows"] == 20000
     assert manifest["data"]["rows"]["train"] == 400
     assert manifest["started"] and manifest["finished"]
+    tokenizer_config = json.loads((run_dir / "model" / "tokenizer_config.json").read_text())
+    assert tokenizer_config["model_max_length"] == 160, "the model's positions, not the trained tokenizer's 1e6"
+    assert not {"is_local", "local_files_only"} & set(tokenizer_config), "how hfpipe loaded it is not saved"
 
 
 def test_metrics_equal_sacrebleu_on_written_predictions(translation_run):
@@ -92,8 +110,24 @@ def test_training_learns_and_logs(translation_run):
     assert losses[-1] < losses[0] - 0.5, losses
     evals = [r for r in log if "eval_bleu" in r]
     assert [r["step"] for r in evals] == [8, 16]
+    assert [r["eval_bleu"] for r in evals] == [0.0, 0.0], "the validation references cannot be matched"
+
+
+def test_the_best_weights_are_reloaded(translation_run):
+    """Step 8 is the best (16 only ties it): model/ holds step 8's weights (checkpoints/best), not step 16's."""
+    from safetensors.torch import load_file
+
     train = translation_run["summary"]["train"]
-    assert train["steps"] == 16 and train["best_step"] in (8, 16)
+    assert train["steps"] == 16 and train["best_step"] == 8
+    checkpoints = translation_run["run_dir"] / "checkpoints"
+    assert json.loads((checkpoints / "best" / "best.json").read_text())["step"] == 8
+    final = load_file(translation_run["run_dir"] / "model" / "model.safetensors")
+    best = load_file(checkpoints / "best" / "model.safetensors")
+    last = load_file(checkpoints / "step-16" / "model.safetensors")
+    shared = sorted(set(final) & set(best) & set(last))
+    assert len(shared) > 10
+    assert all(final[k].equal(best[k]) for k in shared)
+    assert not all(final[k].equal(last[k]) for k in shared), "steps 9-16 changed the weights"
 
 
 def test_model_loads_without_hfpipe(translation_run, tmp_path):
@@ -123,7 +157,8 @@ def test_rerun_with_new_train_settings_reuses_tokenization(translation_run, run_
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
     assert {"tokenizer", "tokenize"} <= set(summary["reused"])
-    assert "reused from cache" in proc.stderr or "reused" in proc.stderr
+    assert "(trained earlier on the same data: reused)" in proc.stderr
+    assert "tokenized data unchanged: reused from cache" in proc.stderr
 
 
 def test_resume_skips_finished_stages(translation_run, run_cli):
@@ -165,6 +200,7 @@ def test_evaluate_and_predict_commands(translation_run, run_cli, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads(proc.stdout)["metrics"]["validation"]
     assert metrics["num_samples"] == 24
+    assert "Loading weights" not in proc.stderr
     assert (run_dir / "predictions-validation.jsonl").exists()
     assert set(json.loads((run_dir / "metrics.json").read_text())["splits"]) == {"test", "validation"}
 
@@ -172,10 +208,58 @@ def test_evaluate_and_predict_commands(translation_run, run_cli, tmp_path):
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
     proc = run_cli("predict", str(run_dir), "--input", str(tmp_path / "in.txt"), env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Loading weights" not in proc.stderr, "transformers' bar is silenced"
     out = proc.stdout.split("\n")
     assert len(out) == 4 and out[-1] == "" and out[1] == "", "one output line per input line"
     proc = run_cli("predict", str(run_dir / "model"), env=env, stdin="Hello world\n")
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 1
+
+
+def test_evaluate_on_other_data_keeps_the_runs_record(translation_run, run_cli, tmp_path):
+    """Another test file through --recipe is recorded in evaluations/, never over the run's own test results; the
+    run's own data (its recipe passed again) still updates the run's record; --name chooses the folder."""
+    import shutil
+
+    import yaml
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(translation_run["run_dir"], run_dir)
+    env = {"HFPIPE_CACHE": translation_run["env"]["HFPIPE_CACHE"]}
+    own_metrics = (run_dir / "metrics.json").read_text()
+    own_predictions = (run_dir / "predictions-test.jsonl").read_text()
+    other = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    other["data"]["files"]["test"] = str(REPO / "tests/fixtures/ddtp-en-de.sample.jsonl")
+    other_recipe = write_recipe(tmp_path, other, "other.yaml")
+
+    proc = run_cli("evaluate", str(run_dir), "--recipe", str(other_recipe), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(proc.stdout)
+    folder = Path(record["evaluation_dir"])
+    assert folder.parent == run_dir / "evaluations" and folder.name.startswith("test-")
+    assert (run_dir / "metrics.json").read_text() == own_metrics
+    assert (run_dir / "predictions-test.jsonl").read_text() == own_predictions
+    from hfpipe.pipeline.data import read_splits
+    from hfpipe.recipe.loading import load_recipe
+
+    rows = _jsonl(folder / "predictions-test.jsonl")
+    sample = read_splits(load_recipe(other_recipe).recipe)[0]["test"]
+    assert [r["reference"] for r in rows] == [e.target for e in sample] and len(rows) == 24
+    scored = json.loads((folder / "metrics.json").read_text())["splits"]["test"]
+    assert scored["bleu"] == pytest.approx(sacrebleu.corpus_bleu([r["prediction"] for r in rows],
+                                                                 [[r["reference"] for r in rows]]).score, abs=1e-4)
+    assert record["metrics"]["test"]["bleu"] == scored["bleu"], "the record shows what was measured"
+    assert yaml.safe_load((folder / "recipe.yaml").read_text())["data"]["files"]["test"].endswith("sample.jsonl")
+
+    again = run_cli("evaluate", str(run_dir), "--recipe", str(other_recipe), "--name", "sample", env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (run_dir / "evaluations" / "sample" / "predictions-test.jsonl").read_text() == \
+        (folder / "predictions-test.jsonl").read_text()
+
+    (run_dir / "predictions-test.jsonl").unlink()
+    own = run_cli("evaluate", str(run_dir), "--recipe", str(run_dir / "recipe.yaml"), env=env)
+    assert own.returncode == 0, own.stderr[-3000:]
+    assert (run_dir / "predictions-test.jsonl").read_text() == own_predictions, "the run's own data: its record"
+    assert sorted(p.name for p in (run_dir / "evaluations").iterdir()) == sorted([folder.name, "sample"])
 
 
 @pytest.mark.parametrize("task", ["summarization"])

@@ -144,3 +144,46 @@ def train_reversal(model, *, steps: int, lr: float, seed: int = 0):
 @pytest.fixture(scope="session")
 def reversal():
     return train_reversal
+
+
+def identity_batch(size: int, generator, symbols: range, *, length: int = 5):
+    """Copy the source: sources of `length` random `symbols`, targets = the same symbols then EOS."""
+    input_ids = torch.randint(symbols.start, symbols.stop, (size, length), generator=generator)
+    labels = torch.cat([input_ids, torch.full((size, 1), EOS)], dim=1)
+    return input_ids, torch.ones_like(input_ids), labels
+
+
+@pytest.fixture(scope="session")
+def trained(transformer_config):
+    """A tiny Transformer trained on the reversal task (its greedy outputs vary from token to token, which an
+    untrained model's do not: with tied embeddings it repeats its input token), and its accuracies."""
+    from hfpipe.modeling.modeling_hfpipe_transformer import HfpipeTransformerForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = HfpipeTransformerForConditionalGeneration(transformer_config(max_position_embeddings=16))
+    accuracies = train_reversal(model, steps=450, lr=2e-3)
+    return model.eval(), accuracies
+
+
+@pytest.fixture(scope="session")
+def copy_trained(transformer_config):
+    """Transformers with and without copy attention, trained to copy sources made of the symbols 3-9 only."""
+    from hfpipe.modeling.modeling_hfpipe_transformer import HfpipeTransformerForConditionalGeneration
+
+    models = {}
+    for copy in (False, True):
+        torch.manual_seed(0)
+        model = HfpipeTransformerForConditionalGeneration(
+            transformer_config(copy_attention=copy, max_position_embeddings=16, norm_first=True)
+        )
+        generator = torch.Generator().manual_seed(0)
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
+        model.train()
+        for _ in range(150):
+            input_ids, attention_mask, labels = identity_batch(64, generator, range(3, 10))
+            loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        models[copy] = model.eval()
+    return models

@@ -177,6 +177,8 @@ def test_multi_head_attention_rejects_bad_arguments_with_their_values():
         attention(torch.randn(2, 3, 16), torch.randn(2, 4, 16), is_causal=True)
     with pytest.raises(ValueError, match="layer_idx=None"):
         attention(torch.randn(2, 3, 16), cache=DynamicCache())
+    with pytest.raises(ValueError, match="got dtype torch.int64"):
+        attention(torch.randn(2, 3, 16), mask=torch.ones(2, 1, 1, 3, dtype=torch.long))
     q, k, v = qkv()
     with pytest.raises(ValueError, match=r"\(2, 3, 5, 8\) and key \(2, 3, 7, 4\)"):
         scaled_dot_product_attention(q, k[..., :4], v)

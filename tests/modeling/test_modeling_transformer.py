@@ -1,27 +1,18 @@
-"""The in-house Transformer as a Hugging Face model: config, save/load, generation with and without the cache,
-attention outputs, loss, and a reversal task it must learn."""
+"""What only the in-house Transformer has: its config, attention outputs, copy attention, positions, and a reversal
+task it must learn. What it shares with the RNN (save/load, generation with and without the cache, the loss,
+special tokens) is tested once for both in test_modeling_seq2seq.py."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-import torch.nn.functional as F
-from transformers import AutoConfig, AutoModelForSeq2SeqLM
+from transformers import AutoModelForSeq2SeqLM
 
 from hfpipe.modeling import build_config, config_fields
-from hfpipe.modeling.attention import sinusoidal_table
 from hfpipe.modeling.configuration_hfpipe_transformer import HfpipeTransformerConfig
 from hfpipe.modeling.modeling_hfpipe_transformer import HfpipeTransformerForConditionalGeneration
 
-PAD, BOS, EOS, VOCAB = 0, 1, 2, 13  # as in conftest.py
-
-GENERATION_MODES = {
-    "greedy": dict(),
-    "beam": dict(num_beams=3),
-    "sampling": dict(do_sample=True, top_k=0),
-}
+from tests.modeling.conftest import BOS, PAD, VOCAB, identity_batch
 
 
 def test_defaults_are_the_paper_base_model():
@@ -50,96 +41,9 @@ def test_build_config_rejects_unknown_keys_and_names_the_valid_ones():
     assert "norm_first" in config_fields("hfpipe-transformer")
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        dict(),
-        dict(positional_encoding="learned", norm_first=True, tie_word_embeddings=False, scale_embedding=False),
-        dict(norm_first=True, copy_attention=True),
-    ],
-    ids=["paper", "learned-prenorm-untied", "copy"],
-)
-def test_save_load_gives_identical_logits_and_the_formula_positions(
-    tmp_path, registered, transformer_config, randomized, sources, overrides
-):
-    torch.manual_seed(0)
-    model = randomized(AutoModelForSeq2SeqLM.from_config(transformer_config(**overrides)))
-    model.save_pretrained(tmp_path)
-    saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["model_type"] == "hfpipe_transformer"
-    assert saved["auto_map"]["AutoModelForSeq2SeqLM"] == (
-        "modeling_hfpipe_transformer.HfpipeTransformerForConditionalGeneration"
-    )
-    for name in ("attention.py", "configuration_hfpipe_transformer.py", "modeling_hfpipe_transformer.py"):
-        assert (tmp_path / name).is_file()
-
-    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
-    assert type(loaded) is HfpipeTransformerForConditionalGeneration
-    assert isinstance(AutoConfig.from_pretrained(tmp_path), HfpipeTransformerConfig)
-    input_ids, attention_mask = sources
-    decoder_input_ids = torch.randint(3, VOCAB, (3, 4))
-    with torch.no_grad():
-        expected = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
-        actual = loaded(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
-    assert torch.equal(actual.logits, expected.logits)
-    tied = loaded.lm_head.weight is loaded.model.encoder.embed_tokens.weight
-    assert tied is loaded.config.tie_word_embeddings
-    if loaded.config.positional_encoding == "sinusoidal":
-        formula = sinusoidal_table(max_positions=32, d_model=32)
-        assert torch.equal(loaded.model.encoder.positions.table, formula)
-
-
-@pytest.fixture(scope="module")
-def trained(transformer_config, reversal):
-    """A tiny Transformer trained on the reversal task (its greedy outputs vary from token to token, which an
-    untrained model's do not: with tied embeddings it repeats its input token), and its accuracies."""
-    torch.manual_seed(0)
-    model = HfpipeTransformerForConditionalGeneration(transformer_config(max_position_embeddings=16))
-    accuracies = reversal(model, steps=450, lr=2e-3)
-    return model.eval(), accuracies
-
-
 def test_learns_the_reversal_task(trained):
     sequence_accuracy, token_accuracy = trained[1]
     assert sequence_accuracy >= 0.9 and token_accuracy >= 0.97, (sequence_accuracy, token_accuracy)
-
-
-@pytest.fixture(params=["plain", "copy"])
-def generating(request):
-    """A trained model whose greedy outputs vary from token to token: the reversal model, or the copying model
-    of the copy-attention tests below."""
-    if request.param == "plain":
-        return request.getfixturevalue("trained")[0]
-    return request.getfixturevalue("copy_trained")[True]
-
-
-@pytest.mark.parametrize("mode", GENERATION_MODES)
-def test_cached_and_uncached_generation_give_the_same_tokens(generating, sources, mode):
-    model = generating
-    input_ids, attention_mask = sources
-    kwargs = dict(attention_mask=attention_mask, max_new_tokens=10, min_new_tokens=10, **GENERATION_MODES[mode])
-    torch.manual_seed(1)
-    cached = model.generate(input_ids, use_cache=True, **kwargs)
-    torch.manual_seed(1)
-    uncached = model.generate(input_ids, use_cache=False, **kwargs)
-    assert torch.equal(cached, uncached)
-    assert len(set(cached[0].tolist())) > 3  # the output varies, so a broken cache would show
-
-
-@pytest.mark.parametrize("mode", ["greedy", "beam"])
-def test_a_padded_row_generates_what_it_generates_alone(generating, sources, mode):
-    model = generating  # for the copying model: padding is never copied
-    input_ids, attention_mask = sources
-    kwargs = dict(max_new_tokens=8, min_new_tokens=8, **GENERATION_MODES[mode])
-    batch = model.generate(input_ids, attention_mask=attention_mask, **kwargs)
-    alone = model.generate(input_ids[2:, :3], **kwargs)
-    assert torch.equal(batch[2:], alone)
-    torch.testing.assert_close(
-        model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=batch).logits[2:],
-        model(input_ids=input_ids[2:, :3], decoder_input_ids=alone).logits,
-        atol=1e-5,
-        rtol=0,
-    )
 
 
 def test_output_attentions_returns_encoder_masked_self_and_cross_weights(trained, sources):
@@ -172,49 +76,8 @@ def test_output_attentions_returns_encoder_masked_self_and_cross_weights(trained
     assert generated.cross_attentions[1][0].shape == (3, 4, 1, 7)
 
 
-def test_labels_give_the_shifted_cross_entropy(transformer_config, randomized, sources):
-    torch.manual_seed(0)
-    model = randomized(HfpipeTransformerForConditionalGeneration(transformer_config()))
-    input_ids, attention_mask = sources
-    labels = torch.tensor([[5, 6, 7, EOS], [8, 9, EOS, -100], [4, EOS, -100, -100]])
-    with torch.no_grad():
-        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-        decoder_input_ids = torch.tensor([[BOS, 5, 6, 7], [BOS, 8, 9, EOS], [BOS, 4, EOS, PAD]])
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
-        summed = model(
-            input_ids=input_ids, attention_mask=attention_mask, labels=labels, num_items_in_batch=torch.tensor(18)
-        ).loss
-    expected = F.cross_entropy(logits.reshape(-1, VOCAB), labels.reshape(-1), ignore_index=-100)
-    torch.testing.assert_close(out.loss, expected)
-    torch.testing.assert_close(summed, expected * 9 / 18)  # 9 labelled tokens, normalised by 18
-    assert out.cache is None
-
-
 # ------------------------------------------------------------------------------------- copy attention
-def copy_probabilities(model, input_ids, attention_mask, decoder_input_ids):
-    """P(w) of the pointer-generator written out position by position from the model's own parts: the generator's
-    attention weights, its gate, and the vocabulary softmax, with the copy weights added one source token at a
-    time (the model scatters them in one call)."""
-    core = model.model(
-        input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids, use_cache=False
-    )
-    states, memory = core.last_hidden_state, core.encoder_last_hidden_state
-    generator = model.copy_generator
-    probs = torch.zeros(states.shape[0], states.shape[1], VOCAB)
-    for b in range(states.shape[0]):
-        real = attention_mask[b].bool()
-        keys = generator.key(memory[b, real])  # (real source, d_model)
-        for t in range(states.shape[1]):
-            weights = torch.softmax(keys @ generator.query(states[b, t]) / 32**0.5, dim=0)
-            context = weights @ memory[b, real]
-            p_gen = torch.sigmoid(generator.gate(torch.cat([states[b, t], context])))
-            probs[b, t] = p_gen * torch.softmax(model.lm_head(states[b, t]), dim=0)
-            for token, weight in zip(input_ids[b, real].tolist(), weights):
-                probs[b, t, token] += (1 - p_gen[0]) * weight
-    return probs
-
-
-def test_copy_attention_mixes_the_vocabulary_and_the_source_as_the_formula_says(
+def test_copy_attention_sums_to_one_and_a_closed_gate_copies_only(
     transformer_config, randomized, sources
 ):
     torch.manual_seed(0)
@@ -223,8 +86,6 @@ def test_copy_attention_mixes_the_vocabulary_and_the_source_as_the_formula_says(
     decoder_input_ids = torch.randint(3, VOCAB, (3, 4))
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
-        expected = copy_probabilities(model, input_ids, attention_mask, decoder_input_ids)
-    torch.testing.assert_close(logits.exp(), expected.clamp_min(1e-9), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(logits.exp().sum(-1), torch.ones(3, 4), atol=1e-4, rtol=0)
 
     with torch.no_grad():  # a closed gate copies only: all mass on the row's own (unpadded) source tokens
@@ -235,35 +96,6 @@ def test_copy_attention_mixes_the_vocabulary_and_the_source_as_the_formula_says(
         in_source[input_ids[row, attention_mask[row].bool()]] = True
         mass = copied.logits[row].exp()[:, in_source].sum(-1)
         torch.testing.assert_close(mass, torch.ones(4), atol=1e-4, rtol=0)
-
-
-def identity_batch(size: int, generator, symbols: range, *, length: int = 5):
-    """Copy the source: sources of `length` random `symbols`, targets = the same symbols then EOS."""
-    input_ids = torch.randint(symbols.start, symbols.stop, (size, length), generator=generator)
-    labels = torch.cat([input_ids, torch.full((size, 1), EOS)], dim=1)
-    return input_ids, torch.ones_like(input_ids), labels
-
-
-@pytest.fixture(scope="module")
-def copy_trained(transformer_config):
-    """Transformers with and without copy attention, trained to copy sources made of the symbols 3-9 only."""
-    models = {}
-    for copy in (False, True):
-        torch.manual_seed(0)
-        model = HfpipeTransformerForConditionalGeneration(
-            transformer_config(copy_attention=copy, max_position_embeddings=16, norm_first=True)
-        )
-        generator = torch.Generator().manual_seed(0)
-        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
-        model.train()
-        for _ in range(150):
-            input_ids, attention_mask, labels = identity_batch(64, generator, range(3, 10))
-            loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        models[copy] = model.eval()
-    return models
 
 
 def test_copy_attention_learns_to_copy_sooner_and_copies_symbols_never_seen_in_training(copy_trained):
@@ -291,3 +123,177 @@ def test_copy_attention_needs_the_source_ids(transformer_config, sources):
               decoder_input_ids=torch.full((3, 1), BOS))
     with pytest.raises(ValueError, match="copy_attention must be true or false"):
         transformer_config(copy_attention="yes")
+
+
+def slow_copy_log_probs(model, input_ids, attention_mask, decoder_input_ids):
+    """log P(w) of the pointer-generator in float64, position by position and in probability space, from the
+    model's own parts (the float32 states, the generator's weights in float64), with no floor."""
+    with torch.no_grad():
+        core = model.model(
+            input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids, use_cache=False
+        )
+    states, memory = core.last_hidden_state.double(), core.encoder_last_hidden_state.double()
+    generator = model.copy_generator
+    query, key = generator.query.weight.double(), generator.key.weight.double()
+    gate_w, gate_b = generator.gate.weight.double(), generator.gate.bias.double()
+    head = model.lm_head.weight.double()
+    log_probs = torch.zeros(states.shape[0], states.shape[1], VOCAB, dtype=torch.float64)
+    for b in range(states.shape[0]):
+        real = attention_mask[b].bool()
+        keys = memory[b, real] @ key.T  # (real source, d_model)
+        for t in range(states.shape[1]):
+            weights = torch.softmax(keys @ (query @ states[b, t]) / 32**0.5, dim=0)
+            context = weights @ memory[b, real]
+            p_gen = torch.sigmoid(gate_w @ torch.cat([states[b, t], context]) + gate_b)[0]
+            probs = p_gen * torch.softmax(head @ states[b, t], dim=0)
+            for token, weight in zip(input_ids[b, real].tolist(), weights):
+                probs[token] += (1 - p_gen) * weight
+            log_probs[b, t] = probs.log()
+    return log_probs
+
+
+def test_copy_log_probs_match_the_formula_in_float64_without_a_floor(transformer_config, randomized, sources):
+    torch.manual_seed(0)
+    model = randomized(HfpipeTransformerForConditionalGeneration(transformer_config(copy_attention=True)))
+    input_ids, attention_mask = sources
+    input_ids = input_ids.clone()
+    input_ids[0, 1] = input_ids[0, 4]  # a token that occurs twice: its copy weights add up
+    decoder_input_ids = torch.randint(3, VOCAB, (3, 4))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(10.0)  # a confident vocabulary distribution (the embeddings are tied to it)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids).logits
+    expected = slow_copy_log_probs(model, input_ids, attention_mask, decoder_input_ids)
+    assert logits.dtype == torch.float32
+    assert expected.min() < -25  # below the old floor of log(1e-9) = -20.7, which it would have hidden
+    torch.testing.assert_close(logits.double(), expected, atol=1e-4, rtol=1e-5)
+
+
+def reference_mix(vocab_logits, gate_logits, copy_weights, source_ids):
+    """The mixture the direct way, in float64 probability space: scatter-add the copy weights, then log."""
+    p_gen = torch.sigmoid(gate_logits)
+    probs = p_gen * vocab_logits.softmax(-1)
+    index = source_ids[:, None, :].expand(-1, probs.size(1), -1)
+    return probs.scatter_add(-1, index, (1 - p_gen) * copy_weights).log()
+
+
+def test_copy_mixture_gradients_match_the_direct_formula_duplicates_and_padding_included():
+    from hfpipe.modeling.copy_attention import mix_log_probs
+
+    generator = torch.Generator().manual_seed(0)
+    source_ids = torch.tensor([[5, 6, 5, 7, PAD], [8, 8, 8, 9, 4]])  # 5 and 8 repeat; row 0 ends in padding
+    vocab_logits = torch.randn(2, 3, VOCAB, generator=generator, dtype=torch.float64)
+    gate_logits = torch.randn(2, 3, 1, generator=generator, dtype=torch.float64)
+    scores = torch.randn(2, 3, 5, generator=generator, dtype=torch.float64)
+    scores[0, :, 4] = float("-inf")  # padding: zero copy weight
+    upstream = torch.randn(2, 3, VOCAB, generator=generator, dtype=torch.float64)
+    results = []
+    for mix in (mix_log_probs, reference_mix):
+        # Through the scores, as in the model: a weight of exactly 0 (padding) has no gradient to pass on.
+        inputs = [t.clone().requires_grad_() for t in (vocab_logits, gate_logits, scores)]
+        out = mix(inputs[0], inputs[1], inputs[2].softmax(-1), source_ids)
+        (out.double() * upstream).sum().backward()
+        results.append((out.double(), [t.grad for t in inputs]))
+    (ours, our_grads), (reference, reference_grads) = results
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    for grad, expected in zip(our_grads, reference_grads):
+        torch.testing.assert_close(grad, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_a_confidently_wrong_gold_token_still_gets_a_gradient():
+    from hfpipe.modeling.copy_attention import mix_log_probs
+
+    vocab_logits = torch.zeros(1, 1, VOCAB)
+    vocab_logits[..., 4] = 60.0  # the model is sure of 4; the gold token 9 gets e^-60, far below 1e-9
+    vocab_logits.requires_grad_()
+    source_ids = torch.tensor([[4, 5, 6]])
+    copy_weights = torch.tensor([[[0.98, 0.01, 0.01]]])
+    log_probs = mix_log_probs(vocab_logits, torch.zeros(1, 1, 1), copy_weights, source_ids)
+    loss = -log_probs[0, 0, 9]
+    assert 60 < loss.item() < 62  # its true log-probability, not a floor
+    loss.backward()
+    assert torch.isfinite(vocab_logits.grad).all()
+    assert vocab_logits.grad[0, 0, 9] < -0.99 and vocab_logits.grad[0, 0, 4] > 0.99
+
+
+def test_impossible_tokens_give_minus_inf_not_nan_forward_and_backward():
+    from hfpipe.modeling.copy_attention import mix_log_probs
+
+    vocab_logits = torch.zeros(1, 2, VOCAB)
+    vocab_logits[..., 7] = float("-inf")  # never generated, not in the source: -inf
+    vocab_logits[..., 5] = float("-inf")  # never generated, but copied: finite
+    vocab_logits.requires_grad_()
+    gate_logits = torch.zeros(1, 2, 1, requires_grad=True)
+    copy_weights = torch.tensor([[[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]], requires_grad=True)
+    source_ids = torch.tensor([[5, 6, PAD]])
+    log_probs = mix_log_probs(vocab_logits, gate_logits, copy_weights, source_ids)
+    assert torch.isneginf(log_probs[..., 7]).all() and torch.isfinite(log_probs[..., 5]).all()
+    torch.testing.assert_close(log_probs[0, 1, 5], torch.tensor(0.5).log())
+    log_probs[..., [3, 5, 6]].sum().backward()
+    for tensor in (vocab_logits, gate_logits, copy_weights):
+        assert not tensor.grad.isnan().any(), tensor.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_copy_attention_under_autocast_stays_finite_log_probabilities(transformer_config, sources, dtype):
+    torch.manual_seed(0)
+    model = HfpipeTransformerForConditionalGeneration(transformer_config(copy_attention=True))
+    input_ids, attention_mask = sources
+    labels = torch.randint(3, VOCAB, (3, 4))
+    with torch.autocast("cpu", dtype=dtype):
+        out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    assert out.logits.dtype == torch.float32 and torch.isfinite(out.logits).all()
+    torch.testing.assert_close(out.logits.logsumexp(-1), torch.zeros(3, 4), atol=1e-2, rtol=0)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# ------------------------------------------------------------------------------------- positions
+def test_learned_positions_start_at_init_std_one_table_per_stack(registered, transformer_config, sources):
+    config = transformer_config(positional_encoding="learned", init_std=0.1)
+    torch.manual_seed(0)
+    for model in (HfpipeTransformerForConditionalGeneration(config), AutoModelForSeq2SeqLM.from_config(config)):
+        encoder_table = model.model.encoder.positions.embedding.weight
+        decoder_table = model.model.decoder.positions.embedding.weight
+        assert encoder_table.data_ptr() != decoder_table.data_ptr()
+        for table in (encoder_table, decoder_table):
+            assert 0.09 < table.std().item() < 0.11, table.std()
+        assert 0.16 < model.model.encoder.embed_tokens.weight.std().item() < 0.19  # d_model ** -0.5, not init_std
+
+    model = model.eval()
+    input_ids, attention_mask = sources
+    decoder_input_ids = torch.randint(3, VOCAB, (3, 4))
+    with torch.no_grad():
+        before = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+        model.model.decoder.positions.embedding.weight.add_(1.0)
+        after = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+    assert torch.equal(after.encoder_last_hidden_state, before.encoder_last_hidden_state)  # the encoder's own table
+    assert not torch.allclose(after.logits, before.logits)
+
+
+def test_sinusoidal_positions_are_not_saved(transformer_config):
+    keys = HfpipeTransformerForConditionalGeneration(transformer_config()).state_dict()
+    assert not [key for key in keys if "positions" in key]
+
+
+def test_a_checkpoint_with_the_old_shared_position_table_loads_into_both_stacks(
+    tmp_path, registered, transformer_config, randomized
+):
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    model = randomized(AutoModelForSeq2SeqLM.from_config(transformer_config(positional_encoding="learned")))
+    model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    del state["model.decoder.positions.embedding.weight"]  # as saved before each stack had its own
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    shared = model.model.encoder.positions.embedding.weight
+
+    loaded, info = AutoModelForSeq2SeqLM.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"], info
+    assert torch.equal(loaded.model.decoder.positions.embedding.weight, shared)
+    assert torch.equal(loaded.model.encoder.positions.embedding.weight, shared)
+
+    fresh = HfpipeTransformerForConditionalGeneration(transformer_config(positional_encoding="learned"))
+    state = {key: value for key, value in model.state_dict().items() if not key.startswith("model.decoder.pos")}
+    fresh.load_state_dict(state, strict=True)  # resuming from an old training checkpoint
+    assert torch.equal(fresh.model.decoder.positions.embedding.weight, shared)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from hfpipe.modeling import build_config
 from hfpipe.modeling.modeling_hfpipe_transformer import HfpipeTransformerForConditionalGeneration
-from hfpipe.pipeline.training import _optimizer, token_loss_sum
+from hfpipe.pipeline.optimization import make_optimizer, token_loss_sum
 from hfpipe.recipe.schema import TrainConfig
 
 
@@ -55,7 +55,7 @@ def test_the_fused_adamw_makes_the_for_loop_update():
     reference = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
     reference.load_state_dict(model.state_dict())
     cfg = TrainConfig(max_steps=5, learning_rate=1e-2, weight_decay=0.1)
-    fused = _optimizer(model, cfg)
+    fused = make_optimizer(model, cfg)
     assert fused.defaults.get("fused") is True
     loop = torch.optim.AdamW([{"params": [p for p in reference.parameters() if p.ndim >= 2], "weight_decay": 0.1},
                               {"params": [p for p in reference.parameters() if p.ndim < 2], "weight_decay": 0.0}],

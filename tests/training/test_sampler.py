@@ -1,5 +1,6 @@
 """Token-budget batches through accelerate's real `prepare_data_loader`: every row exactly once per epoch, the
-same number of batches on every process, `len()` equal to what is yielded."""
+same number of batches on every process, `len()` equal to what is yielded, every batch within the token budget
+(or a single over-long row), the same batches for the same seed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from hfpipe.errors import DataError
-from hfpipe.pipeline.training import LengthGroupedBatches
+from hfpipe.pipeline.batching import LengthGroupedBatches
 
 
 def _shards(sampler: LengthGroupedBatches, processes: int) -> list[list[list[int]]]:
@@ -44,9 +45,22 @@ def test_every_row_once_and_equal_batches_on_every_process(src, data):
         return
     sampler = LengthGroupedBatches(src, tgt, max_rows=max_rows, max_tokens=max_tokens, seed=3,
                                    group=processes * accumulation)
+    # The plan before it is evened out to a multiple of the group: when there are too few multi-row batches to
+    # split, one-row batches are merged instead, and only those merged ones may exceed the budget.
+    unsplit = LengthGroupedBatches(src, tgt, max_rows=max_rows, max_tokens=max_tokens, seed=3, group=1)
     for epoch in (0, 1):
         sampler.set_epoch(epoch)
+        unsplit.set_epoch(epoch)
         shards = _shards(sampler, processes)
+        again = LengthGroupedBatches(src, tgt, max_rows=max_rows, max_tokens=max_tokens, seed=3,
+                                     group=processes * accumulation)
+        again.set_epoch(epoch)
+        assert _shards(again, processes) == shards, "the same batches on the same processes for a seed"
+        merged = len(src) - len(unsplit) < -len(unsplit) % (processes * accumulation)
+        for batch in sampler:
+            assert len(batch) <= max_rows or merged
+            padded = (max(src[i] for i in batch) + max(tgt[i] for i in batch)) * len(batch)
+            assert len(batch) == 1 or max_tokens is None or padded <= max_tokens or merged, (batch, padded)
         counts = {len(s) for s in shards}
         assert len(counts) == 1, f"processes get different numbers of batches: {counts}"
         assert counts.pop() % accumulation == 0, "every optimizer step has all its micro-batches"
