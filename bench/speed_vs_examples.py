@@ -314,8 +314,8 @@ def part_scale(args: argparse.Namespace, work: Path) -> list[tuple]:
         shutil.rmtree(cache, ignore_errors=True)
         env = {"HF_HUB_OFFLINE": "1", "HFPIPE_CACHE": str(cache)}
         prepare = ("import sys; from pathlib import Path; from hfpipe.recipe.loading import load_recipe; "
-                   "from hfpipe.pipeline.rundir import RunDir; from hfpipe.pipeline.runner import prepare, RunSummary; "
-                   "from hfpipe.pipeline.reporting import Reporter; from accelerate import Accelerator; "
+                   "from hfpipe.runs.rundir import RunDir; from hfpipe.pipeline.runner import prepare; from hfpipe.runs.summary import RunSummary; "
+                   "from hfpipe.runs.reporting import Reporter; from accelerate import Accelerator; "
                    "import json; r = load_recipe(Path(sys.argv[1])); d = RunDir(Path(sys.argv[2])); "
                    "d.path.mkdir(parents=True, exist_ok=True); "
                    "s = RunSummary(run_dir=d.path, metrics={}, stage_seconds={}, model_dir=d.model, task='translation'); "

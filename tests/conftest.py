@@ -25,6 +25,12 @@ def imported_modules(importtime_stderr: str) -> set[str]:
     return names
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Unset, HF_HUB_OFFLINE lets hfpipe download what the cache lacks (the ecosystem's meaning); tests that load in
+    # this process must not, so it is set here unless the caller chose. Subprocesses set it themselves.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -50,7 +50,7 @@ def push(
     One commit, so a failed push leaves nothing half-done. The token comes from HF_TOKEN or `hf auth login`
     (never a flag); HF_ENDPOINT points the push at another Hub.
     """
-    from hfpipe.pipeline.hub import push_run, push_settings
+    from hfpipe.hub.api import push_run, push_settings
 
     if not dry_run and not ignore_gates:
         refuse_failed_gates(run_dir)
@@ -67,12 +67,11 @@ def push(
 
     console = make_console(stderr=as_json)
     if as_json:
-        from hfpipe.pipeline.runner import push_record
-        from hfpipe.results.record import SCHEMA_VERSION
+        from hfpipe.runs.record import SCHEMA_VERSION
 
         print_json({"schema_version": SCHEMA_VERSION, "command": "push", "status": "ok", "exit_code": 0,
                     "run_dir": str(run_dir), "dry_run": dry_run,
-                    "push": None if dry_run else push_record(result),
+                    "push": None if dry_run else result.record(),
                     "files": [{"path": f.path_in_repo, "size": f.size} for f in result.files]})
     table = Table(title=f"{'Would push' if dry_run else 'Pushed'} to {result.repo_id} ({result.revision})",
                   title_justify="left")

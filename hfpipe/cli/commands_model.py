@@ -41,8 +41,7 @@ def evaluate(target: TargetArg,
     RUN/evaluations/<split>-<data fingerprint>/ or RUN/evaluations/NAME/ with --name, next to the recipe used."""
     from hfpipe.cli.commands_run import finish
     from hfpipe.pipeline.inference import evaluate_target
-    from hfpipe.pipeline.reporting import RichReporter
-    from hfpipe.pipeline.runner import quiet_libraries
+    from hfpipe.runs.reporting import RichReporter, quiet_libraries
 
     console = make_console(stderr=as_json)
     quiet_libraries()
@@ -60,7 +59,7 @@ def predict(target: TargetArg,
             batch_size: int = 32) -> None:
     """Translate or summarize lines: one output line per input line, in order."""
     from hfpipe.pipeline.inference import predict_lines
-    from hfpipe.pipeline.runner import quiet_libraries
+    from hfpipe.runs.reporting import quiet_libraries
 
     if input is not None:
         from hfpipe.errors import DataError
@@ -89,7 +88,7 @@ def attention(target: TargetArg,
     head for Transformers, the additive/dot alignment for RNNs)."""
     from hfpipe.pipeline.attention_maps import plot_attention_maps
     from hfpipe.pipeline.inference import load_model_and_tokenizer
-    from hfpipe.pipeline.runner import quiet_libraries
+    from hfpipe.runs.reporting import quiet_libraries
 
     console = make_console()
     quiet_libraries()

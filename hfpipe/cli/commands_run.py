@@ -40,7 +40,7 @@ def _child_args(argv: list[str]) -> list[str]:
 def _execute(recipe: Path, set_: list[str] | None, run_dir: Path | None, resume: bool, as_json: bool,
              until: str, processes: int | None = None, gates: list[str] | None = None,
              baseline: str | None = None, significance: float | None = None, push: bool = True) -> None:
-    from hfpipe.pipeline.reporting import RichReporter
+    from hfpipe.runs.reporting import RichReporter
     from hfpipe.pipeline.runner import run_pipeline
     from hfpipe.recipe.loading import load_recipe
 
@@ -58,8 +58,8 @@ def _execute(recipe: Path, set_: list[str] | None, run_dir: Path | None, resume:
 
 def finish(console, summary, command: str, as_json: bool) -> None:  # noqa: ANN001 - rich/runner types stay lazy
     """Print the outcome (a JSON record, or tables for people), then exit with the gates' code."""
-    from hfpipe.results.gates import raise_for_gates
-    from hfpipe.results.record import exit_code_of, run_record
+    from hfpipe.runs.gates import raise_for_gates
+    from hfpipe.runs.record import exit_code_of, run_record
 
     is_run = (Path(summary.run_dir) / "recipe.yaml").is_file()
     if as_json:

@@ -24,9 +24,9 @@ def list_(folder: Annotated[Path, typer.Argument(help="The folder that holds run
     """The runs in a folder, oldest first: recipe, date, task, main metric, duration, gates, where pushed."""
     from rich.table import Table
 
-    from hfpipe.results.history import list_runs
-    from hfpipe.results.record import SCHEMA_VERSION
-    from hfpipe.results.report import runs_markdown
+    from hfpipe.runs.history import list_runs
+    from hfpipe.runs.record import SCHEMA_VERSION
+    from hfpipe.runs.report import runs_markdown
 
     runs = list_runs(folder)
     if as_json:
@@ -52,9 +52,9 @@ def compare(a: Annotated[Path, typer.Argument(help="The first run directory (A).
     """Two runs side by side: metric deltas (B − A) per split and every recipe key that differs."""
     from rich.table import Table
 
-    from hfpipe.results.history import compare_runs
-    from hfpipe.results.record import SCHEMA_VERSION
-    from hfpipe.results.report import compare_markdown
+    from hfpipe.runs.history import compare_runs
+    from hfpipe.runs.record import SCHEMA_VERSION
+    from hfpipe.runs.report import compare_markdown
 
     comparison = compare_runs(a, b)
     if as_json:
@@ -86,7 +86,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.", show
            predictions: Annotated[int, typer.Option(help="Predictions shown next to their references.")] = 5) -> None:
     """A Markdown report of a run: metrics, gate outcome and deltas to the baseline, a few predictions next to
     their references, timings and the recipe. `hfpipe report RUN >> $GITHUB_STEP_SUMMARY` in a workflow."""
-    from hfpipe.results.report import report_markdown
+    from hfpipe.runs.report import report_markdown
 
     print(report_markdown(run_dir, predictions=predictions))
 

@@ -48,7 +48,7 @@ def print_json(document: object) -> None:
 def print_error_record(err: HfpipeError) -> None:
     """Under `--json`, a failed command still prints exactly one document, saying what went wrong."""
     if "--json" in sys.argv[1:]:
-        from hfpipe.results.record import error_record
+        from hfpipe.runs.record import error_record
 
         print_json(error_record(next((a for a in sys.argv[1:] if not a.startswith("-")), "hfpipe"), err))
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from hfpipe.errors import Interrupted, RunDirError
 from hfpipe.pipeline.distributed import from_main
-from hfpipe.pipeline.rundir import json_atomic, replace_dir, text_atomic
+from hfpipe.runs.files import json_atomic, replace_dir, text_atomic
 from hfpipe.recipe.schema import TrainConfig
 
 if TYPE_CHECKING:

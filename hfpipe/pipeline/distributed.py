@@ -106,7 +106,7 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, set_seed
 
-    from hfpipe.pipeline.runner import quiet_libraries
+    from hfpipe.runs.reporting import quiet_libraries
 
     check_launch()
     quiet_libraries()
@@ -140,7 +140,7 @@ def start_trackers(accelerator: Accelerator, recipe: Recipe, run_dir: Path) -> N
     accelerator.project_configuration.set_directories(str(run_dir))
     accelerator.project_configuration.logging_dir = str(run_dir / "trackers")
 
-    from hfpipe.results.history import flatten
+    from hfpipe.runs.history import flatten
 
     config = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
               for k, v in flatten(recipe.model_dump(mode="json", by_alias=True)).items()}

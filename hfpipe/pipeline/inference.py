@@ -10,36 +10,32 @@ from typing import TYPE_CHECKING
 from hfpipe.errors import RunDirError
 from hfpipe.pipeline.data import read_splits
 from hfpipe.pipeline.distributed import make_accelerator
-from hfpipe.pipeline.reporting import Reporter
-from hfpipe.pipeline.rundir import RunDir, json_atomic, text_atomic
-from hfpipe.pipeline.runner import (
-    RunSummary,
-    quiet_libraries,
-    write_metrics,
-)
 from hfpipe.recipe.loading import recipe_to_yaml
-from hfpipe.results.gates import gate_split, recipe_gates, run_gates
+from hfpipe.runs.files import json_atomic, text_atomic
+from hfpipe.runs.gates import gate_split, recipe_gates, run_gates
+from hfpipe.runs.reporting import Reporter, quiet_libraries
+from hfpipe.runs.rundir import RunDir
+from hfpipe.runs.summary import RunSummary, write_metrics
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-def load_model_and_tokenizer(target: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
-    """(model, tokenizer, source prefix) from a run directory, a model folder or a Hub id."""
-    from hfpipe.pipeline.locations import (
-        hub_downloads_allowed,
-        load_error,
-        resolve_location,
-    )
+def load_model_and_tokenizer(target: str, *, trust_remote_code: bool = False,
+                             ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    """(model, tokenizer, source prefix) from a run directory, a model folder or a Hub id. A run is loaded as its
+    own recipe says (`model.trust_remote_code`), exactly as `run --resume` loads it; `trust_remote_code` is for a
+    folder or Hub id (the --recipe's setting)."""
+    from hfpipe.hub.locations import resolve_location
 
     path = Path(target)
     prefix = ""
-    recipe = None
     if (path / "recipe.yaml").exists():
         from hfpipe.recipe.loading import load_recipe
 
         recipe = load_recipe(path / "recipe.yaml").recipe
         prefix = recipe.data.source_prefix
+        trust_remote_code = recipe.model.trust_remote_code
         path = path / "model"
         if not (path / "config.json").exists():
             raise RunDirError(f"the run {target} has no trained model yet (no model/config.json)",
@@ -47,36 +43,26 @@ def load_model_and_tokenizer(target: str) -> tuple[PreTrainedModel, PreTrainedTo
         source = str(path)
     else:
         source = resolve_location(target)
-    if not Path(source).exists() and not hub_downloads_allowed():
-        try:
-            from huggingface_hub import snapshot_download
-
-            source = snapshot_download(source, local_files_only=True)
-        except Exception as err:
-            raise load_error("model", target, err) from None
-    model, tokenizer = load_model_folder(source, target)
+    model, tokenizer = load_model_folder(source, target, trust_remote_code=trust_remote_code)
     return model, tokenizer, prefix
 
 
-def load_model_folder(source: str, target: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model and tokenizer from a model folder or Hub id (in-house architectures registered first)."""
+def load_model_folder(source: str, target: str | None = None, *, trust_remote_code: bool = False,
+                      ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model and tokenizer from a model folder or Hub id, through the one model loader (pipeline.models)."""
     from transformers import AutoTokenizer
 
     from hfpipe.errors import ModelError
-    from hfpipe.pipeline.locations import hub_downloads_allowed, load_error
+    from hfpipe.hub.locations import TOKENIZER_FILES, load_error, local_files_only
+    from hfpipe.pipeline.models import load_model
 
+    model = load_model(source, trust_remote_code=trust_remote_code)
+    only_local = local_files_only(source, "tokenizer", files=TOKENIZER_FILES)
     try:
-        from hfpipe.modeling import register_auto_classes
-
-        register_auto_classes()
-        from transformers import AutoModelForSeq2SeqLM
-
-        model = AutoModelForSeq2SeqLM.from_pretrained(source, local_files_only=not hub_downloads_allowed())
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not hub_downloads_allowed())
-    except ModelError:
-        raise
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=only_local,
+                                                  trust_remote_code=trust_remote_code)
     except Exception as err:
-        raise load_error("model", target or source, err) from None
+        raise load_error("tokenizer", target or source, err) from None
     rows = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > rows:  # token ids past the embedding table: an index error in the first forward pass
         raise ModelError(f"the tokenizer has {len(tokenizer):,} tokens but the model's embeddings have {rows:,} rows: "
@@ -109,7 +95,8 @@ def predict_lines(target: str, lines: list[str], *, num_beams: int | None = None
         from hfpipe.pipeline.models import position_limit
 
         # Longer inputs are cut to what the model can encode (a trained tokenizer's model_max_length is "none").
-        limits = [n for n in (position_limit(model.config), getattr(tokenizer, "model_max_length", None)) if n]
+        limits = [n for n in (position_limit(model.config.to_dict()), getattr(tokenizer, "model_max_length", None))
+                  if n]
         texts = generate_texts(model, tokenizer, [prefix + lines[i].strip() for i in todo], settings,
                                accelerator=accelerator, max_source_length=min([*limits, 1024]))
         for i, t in zip(todo, texts):
@@ -173,7 +160,7 @@ def evaluate_target(target: str, *, split: str, recipe_path: Path | None, overri
     examples = splits[split]
     if recipe.evaluate.max_samples:
         examples = examples[:recipe.evaluate.max_samples]
-    model, tokenizer, _ = load_model_and_tokenizer(target)
+    model, tokenizer, _ = load_model_and_tokenizer(target, trust_remote_code=recipe.model.trust_remote_code)
     accelerator = make_accelerator(recipe)
     model = model.to(accelerator.device)  # generation only: no DDP wrapper (it hides generate and its config)
     label_lengths = [len(x) for x in tokenizer(text_target=[e.target for e in splits["train"][:5000]])["input_ids"]]

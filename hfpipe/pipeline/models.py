@@ -3,14 +3,11 @@ encoder-decoder warm-started from pretrained encoders (bert2bert)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from hfpipe.errors import ModelError
-from hfpipe.pipeline.locations import (
-    hub_downloads_allowed,
-    load_error,
-    resolve_location,
-)
+from hfpipe.hub.locations import load_error, local_files_only, resolve_location
 from hfpipe.recipe.schema import Recipe
 
 if TYPE_CHECKING:
@@ -115,13 +112,26 @@ def config_problems(architecture: str, overrides: dict[str, Any], vocab_size: in
     return problems
 
 
-def position_limit(config: Any) -> int | None:
-    """How many positions the model can encode (None: no hard limit, e.g. T5's relative positions or an RNN)."""
-    if getattr(config, "model_type", None) == "encoder-decoder":
-        return position_limit(config.encoder)
-    if getattr(config, "model_type", None) in ("t5", "mt5", "hfpipe_rnn"):
+# Position schemes without a table of fixed size: T5's relative buckets, the RNN's recurrence.
+_NO_POSITION_LIMIT = frozenset({"t5", "mt5", "umt5", "longt5", "hfpipe_rnn"})
+
+
+def position_limit(config: Mapping[str, Any]) -> int | None:
+    """How many positions a model can encode, from its config as a dict (`config.to_dict()`, a config.json, or the
+    sizes a recipe builds from): `max_position_embeddings`, or `n_positions` (GPT-2 style); for an encoder-decoder
+    the smaller of its two stacks. None: no hard limit (relative positions, an RNN) or the config does not say.
+    `hfpipe validate` and the runner both ask this one function."""
+    stacks = [config[key] for key in ("encoder", "decoder") if isinstance(config.get(key), Mapping)]
+    if stacks:
+        limits = [n for n in (position_limit(stack) for stack in stacks) if n is not None]
+        return min(limits) if limits else None
+    if config.get("model_type") in _NO_POSITION_LIMIT:
         return None
-    return getattr(config, "max_position_embeddings", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        value = config.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def _special_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
@@ -196,8 +206,8 @@ def _encoder_decoder(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreT
     decoder = resolve_location(recipe.model.decoder or recipe.model.encoder or "")
     try:
         model = EncoderDecoderModel.from_encoder_decoder_pretrained(
-            encoder, decoder, encoder_local_files_only=not hub_downloads_allowed(),
-            decoder_local_files_only=not hub_downloads_allowed(), **recipe.model.config)
+            encoder, decoder, encoder_local_files_only=local_files_only(encoder, "encoder model"),
+            decoder_local_files_only=local_files_only(decoder, "decoder model"), **recipe.model.config)
     except Exception as err:
         raise load_error("encoder/decoder model", encoder, err) from None
     ids = _special_ids(tokenizer)
@@ -212,22 +222,40 @@ def _encoder_decoder(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreT
     return model
 
 
-def _pretrained(recipe: Recipe) -> PreTrainedModel:
+def load_model(source: str, *, trust_remote_code: bool = False, revision: str | None = None,
+               attn_implementation: str | None = None, what: str = "model") -> PreTrainedModel:
+    """A saved seq2seq model (a run's model/, a model folder, an installed package folder or a Hub id), loaded the
+    same way by every command (`run` from a pretrained model or on --resume, `evaluate`, `predict`, `attention`):
+    in-house architectures registered first, `trust_remote_code` as the recipe says, the local cache before the Hub
+    (hub.locations). One ModelError when it will not load, one HubError when it must be downloaded and the Hub
+    cannot be reached."""
     from transformers import AutoModelForSeq2SeqLM
 
-    source = resolve_location(recipe.model.pretrained or "")
-    kwargs: dict[str, Any] = dict(revision=recipe.model.revision, trust_remote_code=recipe.model.trust_remote_code,
-                                  local_files_only=not hub_downloads_allowed())
-    if recipe.model.attn_implementation:
-        kwargs["attn_implementation"] = recipe.model.attn_implementation
-    if recipe.model.attn_implementation == "hfpipe":
+    from hfpipe.modeling import register_auto_classes
+
+    register_auto_classes()
+    kwargs: dict[str, Any] = dict(trust_remote_code=trust_remote_code,
+                                  local_files_only=local_files_only(source, what, revision=revision))
+    if revision:
+        kwargs["revision"] = revision
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if attn_implementation == "hfpipe":
         from hfpipe.modeling import register_attention_interface
 
         register_attention_interface()
     try:
         return AutoModelForSeq2SeqLM.from_pretrained(source, **kwargs)
+    except ModelError:
+        raise
     except Exception as err:
-        raise load_error("model", source, err) from None
+        raise load_error(what, source, err) from None
+
+
+def _pretrained(recipe: Recipe) -> PreTrainedModel:
+    return load_model(resolve_location(recipe.model.pretrained or ""), revision=recipe.model.revision,
+                      trust_remote_code=recipe.model.trust_remote_code,
+                      attn_implementation=recipe.model.attn_implementation)
 
 
 def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
@@ -245,7 +273,7 @@ def build_model(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> PreTraine
 
 
 def check_positions(recipe: Recipe, config: Any) -> None:
-    limit = position_limit(config)
+    limit = position_limit(config.to_dict())
     if limit is None:
         return
     for key in ("max_source_length", "max_target_length"):

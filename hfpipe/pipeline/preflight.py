@@ -15,7 +15,7 @@ from typing import Any
 
 from hfpipe.errors import DataError, HfpipeError, RecipeError
 from hfpipe.pipeline.data_files import Example, read_examples
-from hfpipe.pipeline.locations import resolve_location
+from hfpipe.hub.locations import resolve_location
 from hfpipe.recipe.loading import LoadedRecipe
 from hfpipe.recipe.schema import Recipe
 
@@ -35,13 +35,11 @@ class PreflightReport:
 
 def _model_config(recipe: Recipe) -> dict[str, Any] | None:
     """The model's config as a dict, where it can be known without loading the model."""
-    m = recipe.model
-    if m.architecture in ("marian", "bart", "mbart", "t5"):
-        from hfpipe.pipeline.models import _SMALL_DEFAULTS
+    from hfpipe.pipeline.models import config_sizes
 
-        return {"model_type": m.architecture, **_SMALL_DEFAULTS[m.architecture], **m.config}
-    if m.architecture in ("hfpipe-transformer", "hfpipe-rnn"):
-        return {"model_type": m.architecture.replace("-", "_"), **m.config}
+    m = recipe.model
+    if m.architecture is not None and m.architecture != "encoder-decoder":
+        return {"model_type": m.architecture.replace("-", "_"), **config_sizes(m.architecture, dict(m.config))}
     source = m.pretrained or m.encoder
     if source is None:
         return None
@@ -55,15 +53,6 @@ def _model_config(recipe: Recipe) -> dict[str, Any] | None:
         except (OSError, json.JSONDecodeError):
             return None
     return None
-
-
-def _position_limit(config: dict[str, Any]) -> int | None:
-    mt = config.get("model_type")
-    if mt in ("t5", "mt5", "hfpipe_rnn"):
-        return None
-    if mt == "hfpipe_transformer":  # its sinusoidal table is built for max_position_embeddings positions too
-        return config.get("max_position_embeddings", 512)
-    return config.get("max_position_embeddings") or config.get("n_positions")
 
 
 def _tokenizer_file(recipe: Recipe) -> Path | None:
@@ -125,7 +114,9 @@ def preflight(loaded: LoadedRecipe) -> PreflightReport:
             report.data_errors_only = False
     config = _model_config(recipe)
     if config is not None:
-        limit = _position_limit(config)
+        from hfpipe.pipeline.models import position_limit
+
+        limit = position_limit(config)
         if limit is not None and d.max_source_length > limit:
             report.errors.append(f"data.max_source_length is {d.max_source_length} but the model encodes at most "
                                  f"{limit} positions: set it to {limit} or less")

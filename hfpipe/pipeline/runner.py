@@ -14,7 +14,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,59 +23,22 @@ from hfpipe import __version__
 from hfpipe.errors import Interrupted, RunDirError
 from hfpipe.pipeline.data import DataReport, read_splits
 from hfpipe.pipeline.data_files import Example
-from hfpipe.pipeline.reporting import Reporter
-from hfpipe.pipeline.rundir import (
-    RunDir,
-    hardware,
-    json_atomic,
-    load_run_model,
-    new_run_dir,
-    restore_dir,
-    save_final_model,
-    text_atomic,
-    versions,
-)
-from hfpipe.pipeline.runlock import claim_on_every_process, resume_command
 from hfpipe.recipe.loading import LoadedRecipe, recipe_to_yaml
 from hfpipe.recipe.schema import Recipe
-from hfpipe.results.gates import GateReport, gate_split, recipe_gates, run_gates
+from hfpipe.runs.files import json_atomic, restore_dir, text_atomic
+from hfpipe.runs.gates import GateReport, gate_split, recipe_gates, run_gates
+from hfpipe.runs.lock import RunLock, claim_run_dir, resume_command
+from hfpipe.runs.reporting import Reporter
+from hfpipe.runs.rundir import RunDir, hardware, new_run_dir, save_final_model, versions
+from hfpipe.runs.summary import RunSummary, write_metrics
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-def quiet_libraries() -> None:
-    """hfpipe draws its own progress; the libraries' bars and save-time notices would interleave with it."""
-    import logging
-
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    datasets.disable_progress_bars()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    for name in ("accelerate", "accelerate.checkpointing", "accelerate.accelerator"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
-@dataclass
-class RunSummary:
-    run_dir: Path
-    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    reused: list[str] = field(default_factory=list)
-    train: dict[str, Any] | None = None
-    push: dict[str, Any] | None = None
-    model_dir: Path | None = None
-    task: str = "translation"
-    distributed: dict[str, Any] | None = None
-    gates: dict[str, Any] | None = None
-    evaluation_dir: Path | None = None  # `hfpipe evaluate` on other data than the run's: where its record is
-
-
 def _section_fingerprint(recipe: Recipe, *sections: str, extra: Any = None) -> str:
-    from hfpipe.pipeline.tokenization import fingerprint
+    from hfpipe.cache import fingerprint
 
     dumped = recipe.model_dump(mode="json", by_alias=True)
     return fingerprint({"v": __version__, **{s: dumped.get(s) for s in sections}, "extra": extra})
@@ -154,6 +117,26 @@ def write_manifest(run: RunDir, loaded: LoadedRecipe, report: DataReport, argv: 
     json_atomic(run.manifest, manifest)
 
 
+def _claim_on_every_process(accelerator: Accelerator, run_dir: Path, *, resume: bool,
+                            recipe: Recipe) -> RunLock | None:
+    """claim_run_dir on the main process (the lock is its alone); a refusal is raised on every process, with the
+    main process's reason, so none is left waiting for the others."""
+    from hfpipe.pipeline.distributed import from_main
+
+    lock, problem = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = claim_run_dir(run_dir, resume=resume, recipe=recipe)
+        except RunDirError as err:
+            problem = (err.message, err.where, err.hint, err.details)
+    problem = from_main(accelerator, problem)
+    if problem is not None:
+        if lock is not None:
+            lock.release()
+        raise RunDirError(problem[0], where=problem[1], hint=problem[2], details=problem[3])
+    return lock
+
+
 def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: bool = False,
                  reporter: Reporter | None = None, argv: list[str] | None = None, until: str = "push",
                  push: bool = True) -> RunSummary:
@@ -182,7 +165,7 @@ def run_pipeline(loaded: LoadedRecipe, *, run_dir: Path | None = None, resume: b
         if accelerator.num_processes > 1:
             broadcast_object_list(chosen)
         run_dir = Path(chosen[0])
-    lock = claim_on_every_process(accelerator, run_dir, resume=resume, recipe=recipe)
+    lock = _claim_on_every_process(accelerator, run_dir, resume=resume, recipe=recipe)
     if lock is not None and lock.took_over:
         reporter.info(f"took over the lock of pid {lock.took_over.get('pid')} on {lock.took_over.get('host')}, "
                       "which ended without releasing it")
@@ -228,7 +211,7 @@ def _run_locked(loaded: LoadedRecipe, accelerator: Accelerator, processes: dict[
 
     prepared = prepare(loaded, run, accelerator, reporter, summary)
     if resume:
-        from hfpipe.pipeline.runlock import check_same_data
+        from hfpipe.runs.lock import check_same_data
 
         check_same_data(previous_manifest, prepared.report.to_dict().get("files", []), run_dir)
     if accelerator.is_main_process:
@@ -246,7 +229,7 @@ def _train_and_evaluate(loaded: LoadedRecipe, accelerator: Accelerator, run: Run
                         resume: bool, reporter: Reporter, summary: RunSummary, until: str, push: bool,
                         extra_metrics: Any, argv: list[str], started: str) -> RunSummary:
     from hfpipe.pipeline.evaluation import GenerationSettings, evaluate_split
-    from hfpipe.pipeline.models import build_model
+    from hfpipe.pipeline.models import build_model, load_model
     from hfpipe.pipeline.training import train
 
     recipe = loaded.recipe
@@ -256,7 +239,7 @@ def _train_and_evaluate(loaded: LoadedRecipe, accelerator: Accelerator, run: Run
     if resume and run.is_done("train", train_fp) and (run.model / "config.json").exists():
         reporter.stage("train", "inputs unchanged since this run trained: reusing model/")
         summary.reused.append("train")
-        model = load_run_model(run.model, recipe).to(accelerator.device)
+        model = load_model(str(run.model), trust_remote_code=recipe.model.trust_remote_code).to(accelerator.device)
         generation = _generation_settings(recipe, prepared, model)
         summary.train = run.stages()["train"].get("result")
     else:
@@ -300,8 +283,8 @@ def _train_and_evaluate(loaded: LoadedRecipe, accelerator: Accelerator, run: Run
             from hfpipe.pipeline.models import position_limit
 
             save_final_model(model, prepared.tokenizer, run.model, generation.generate_kwargs(),
-                             max_positions=position_limit(getattr(model, "module", model).config))
-            from hfpipe.pipeline.plots import plot_curves
+                             max_positions=position_limit(getattr(model, "module", model).config.to_dict()))
+            from hfpipe.runs.plots import plot_curves
 
             plot_curves(run.path / "train_log.jsonl", run.path / "curves.png", result.metric_name)
             run.mark("train", train_fp, result=summary.train)
@@ -385,10 +368,10 @@ def _train_and_evaluate(loaded: LoadedRecipe, accelerator: Accelerator, run: Run
         if accelerator.is_main_process:
             t0 = time.perf_counter()
             reporter.stage("push", recipe.push.repo_id)
-            from hfpipe.pipeline.hub import push_after_run
+            from hfpipe.hub.api import push_after_run
 
             result = push_after_run(run.path, recipe.push.model_dump())
-            summary.push = push_record(result)
+            summary.push = None if result is None else result.record()
             summary.stage_seconds["push"] = round(time.perf_counter() - t0, 2)
             write_manifest(run, loaded, prepared.report, argv, started, "finished", summary)
     elif push and not gates_passed and recipe.push is not None and recipe.push.repo_id:
@@ -407,15 +390,6 @@ def read_predictions(path: Path) -> list[str]:
                           hint="evaluate again: `hfpipe evaluate RUN_DIR`") from None
 
 
-def push_record(result: Any) -> dict[str, Any] | None:
-    """What a push did, for the run's record: where, which commit, or which pull request."""
-    if result is None:
-        return None
-    return {"repo_id": result.repo_id, "revision": result.revision, "url": result.repo_url,
-            "commit": result.commit_oid, "commit_url": result.commit_url, "pr_url": result.pr_url,
-            "changed": result.changed}
-
-
 def _generation_settings(recipe: Recipe, prepared: Prepared, model: Any) -> Any:
     """The recipe's generation settings, with the data-derived length limit kept inside the decoder's positions
     (an explicit evaluate.max_new_tokens over the limit was already refused by check_positions)."""
@@ -423,25 +397,7 @@ def _generation_settings(recipe: Recipe, prepared: Prepared, model: Any) -> Any:
     from hfpipe.pipeline.models import position_limit
 
     max_new = prepared.max_new_tokens
-    limit = position_limit(getattr(model, "module", model).config)
+    limit = position_limit(getattr(model, "module", model).config.to_dict())
     if limit is not None:
         max_new = min(max_new, limit - 1)
     return GenerationSettings.from_recipe(recipe.evaluate, max_new)
-
-
-def write_metrics(run: RunDir, recipe: Recipe, summary: RunSummary, generation: Any) -> None:
-    from hfpipe.tasks.metrics import metric_signatures
-
-    previous = json.loads(run.metrics.read_text()) if run.metrics.exists() else {}
-    splits = {**previous.get("splits", {}), **summary.metrics}
-    metrics = {"task": recipe.task, "primary_metric": recipe.primary_metric, "splits": splits,
-               "signatures": metric_signatures(), "generation": asdict(generation),
-               "training": summary.train or previous.get("training")}
-    json_atomic(run.metrics, metrics)
-    from hfpipe.pipeline.plots import plot_length_buckets
-
-    key = "bleu" if recipe.task == "translation" else "rougeL"
-    for split, m in summary.metrics.items():
-        if m.get("by_length"):
-            plot_length_buckets(m["by_length"], key, run.path / f"length-{split}.png",
-                                f"{key} by source length ({split})")

@@ -9,9 +9,7 @@ them.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,35 +17,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hfpipe import __version__
-from hfpipe.errors import ModelError, RunDirError
+from hfpipe.cache import cache_error, cache_root, fingerprint
+from hfpipe.errors import ModelError
 from hfpipe.pipeline.data_files import Example
-from hfpipe.pipeline.locations import (
-    hub_downloads_allowed,
+from hfpipe.hub.locations import (
+    TOKENIZER_FILES,
     load_error,
+    local_files_only,
     resolve_location,
 )
 from hfpipe.recipe.schema import Recipe, TokenizerTrainConfig
+from hfpipe.runs.files import atomic_copytree
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
     from transformers import PreTrainedTokenizerBase
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("HFPIPE_CACHE", Path.home() / ".cache" / "hfpipe")).expanduser()
-
-
-def cache_error(err: OSError, where: Path) -> RunDirError:
-    """The cache could not be written (not writable, a file in the way, the disk full): say where and how to move
-    it. Nothing half-written is left under its final name: entries are renamed into place whole."""
-    return RunDirError(f"cannot write the hfpipe cache: {err.strerror or err}", where=str(err.filename or where),
-                       hint=f"free space there, or point HFPIPE_CACHE at a writable folder (now {cache_root()})")
-
-
-def fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def examples_fingerprint(splits: dict[str, Sequence[Example]]) -> str:
@@ -75,17 +61,6 @@ def folder_fingerprint(folder: Path) -> str:
             h.update(path.relative_to(folder).as_posix().encode())
             h.update(path.read_bytes())
     return h.hexdigest()[:20]
-
-
-def atomic_copytree(src: Path, dst: Path) -> None:
-    """Copy a folder so that `dst` appears whole or not at all."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
-    shutil.rmtree(tmp)
-    shutil.copytree(src, tmp)
-    if dst.exists():
-        shutil.rmtree(dst)
-    os.replace(tmp, dst)
 
 
 # --------------------------------------------------------------------------------------------- tokenizer
@@ -160,9 +135,10 @@ def build_tokenizer(recipe: Recipe, train_examples: Iterable[Example], out_dir: 
         source = cfg.from_ or recipe.model.encoder or recipe.model.pretrained
         assert source is not None  # guaranteed by the schema's cross checks
         source = resolve_location(source)
+    revision = recipe.model.revision if cfg.from_ is None else None
+    only_local = local_files_only(source, "tokenizer", revision=revision, files=TOKENIZER_FILES)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not hub_downloads_allowed(),
-                                                  revision=recipe.model.revision if cfg.from_ is None else None,
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=only_local, revision=revision,
                                                   trust_remote_code=recipe.model.trust_remote_code)
     except Exception as err:
         raise load_error("tokenizer", source, err) from None

@@ -1,4 +1,4 @@
-"""The language of gates, as the recipe and `--gate` write them (what gates do is hfpipe.results.gates):
+"""The language of gates, as the recipe and `--gate` write them (what gates do is hfpipe.runs.gates):
 
     METRIC OP NUMBER                       bleu>=25
     METRIC OP baseline[+N | -N | *F]       bleu>=baseline+0.5, rougeL>=baseline*1.01, ter<=baseline-1
@@ -17,7 +17,7 @@ _GATE = re.compile(r"^\s*(?P<metric>[A-Za-z_][\w-]*)\s*(?P<op>>=|<=|>|<)\s*(?P<r
 _RELATIVE = re.compile(r"^baseline\s*(?:(?P<kind>[-+*])\s*(?P<amount>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?))?$")
 _NUMBER = re.compile(r"^[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?$")
 
-# The metrics a paired bootstrap can test (hfpipe.results.significance).
+# The metrics a paired bootstrap can test (hfpipe.runs.significance).
 TESTABLE = ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum")
 
 

@@ -244,7 +244,7 @@ UNSHARDED_ONLY = ("FSDP and DeepSpeed are not supported yet: hfpipe saves the be
 
 
 class GatesConfig(Section):
-    """What must hold before a run's model is published (CI): see `hfpipe.results.gates` for the forms."""
+    """What must hold before a run's model is published (CI): see `hfpipe.runs.gates` for the forms."""
 
     checks: list[str] = Field(default_factory=list, description='Gates such as "bleu>=25", "bleu>=baseline+0.5", '
                                                                 '"rougeL>=baseline*1.01". All must pass.')

@@ -2,7 +2,7 @@
 
 The built-in metrics stay as they are (offline, exact, computed by the reference libraries); these are reported
 next to them. Each entry is what `evaluate.load` takes: a local metric script (a `.py` file or a folder holding
-`<name>.py`) or, when downloads are allowed (HF_HUB_OFFLINE=0), a metric on the Hub. They are loaded before
+`<name>.py`) or, when downloads are allowed (HF_HUB_OFFLINE unset), a metric on the Hub. They are loaded before
 training, so one that cannot be loaded fails the run at once, not after an hour of training.
 """
 
@@ -24,15 +24,15 @@ def load_extra_metrics(specs: Sequence[str]) -> list[tuple[str, Any]]:
         return []
     import evaluate
 
-    from hfpipe.pipeline.locations import hub_downloads_allowed
+    from hfpipe.hub.locations import hub_downloads_allowed
 
     loaded = []
     for i, spec in enumerate(specs):
         local = Path(spec).exists()
         if not local and not hub_downloads_allowed():
             raise RecipeError(f"evaluate.extra_metrics[{i}]: {spec!r} is not a local metric script, and hfpipe is "
-                              "offline (a Hub metric would be downloaded)",
-                              hint="set HF_HUB_OFFLINE=0 to download it, or point to a local metric script")
+                              "offline: HF_HUB_OFFLINE is set (a Hub metric would be downloaded)",
+                              hint="unset HF_HUB_OFFLINE to download it, or point to a local metric script")
         try:
             # In memory: every process computes it, and evaluate's default cache files would collide between them.
             module = evaluate.load(spec, keep_in_memory=True)
@@ -40,7 +40,7 @@ def load_extra_metrics(specs: Sequence[str]) -> list[tuple[str, Any]]:
             text = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise RecipeError(f"evaluate.extra_metrics[{i}]: cannot load the metric {spec!r}: {text}",
                               hint="a local metric script must define an evaluate.Metric subclass; a Hub metric "
-                                   "needs HF_HUB_OFFLINE=0 and network") from None
+                                   "needs the network (HF_HUB_OFFLINE unset)") from None
         loaded.append((Path(spec).stem if local else spec.rsplit("/", 1)[-1], module))
     return loaded
 

@@ -96,3 +96,54 @@ def test_lengths_beyond_the_model_positions_are_a_recipe_error(tmp_path: Path) -
     assert "64" in report.errors[0]
     with pytest.raises(RecipeError):
         raise_if_failed(report, loaded.path)
+
+
+@pytest.mark.parametrize(("config", "limit"), [
+    ({"model_type": "bart", "max_position_embeddings": 1024}, 1024),
+    ({"model_type": "gpt2", "n_positions": 256}, 256),  # GPT-2 style names the same limit differently
+    ({"model_type": "encoder-decoder", "encoder": {"model_type": "bert", "max_position_embeddings": 512},
+      "decoder": {"model_type": "gpt2", "n_positions": 128}}, 128),  # the smaller of the two stacks
+    ({"model_type": "encoder-decoder", "encoder": {"model_type": "bert", "max_position_embeddings": 512},
+      "decoder": {"model_type": "t5"}}, 512),
+    ({"model_type": "t5", "d_model": 512}, None),  # relative positions: no table, no limit
+    ({"model_type": "hfpipe_rnn", "max_position_embeddings": 64}, None),
+    ({"model_type": "marian"}, None),  # nothing says
+    ({}, None),
+])
+def test_one_position_limit_over_every_config_shape(config: dict, limit: int | None) -> None:
+    from hfpipe.pipeline.models import position_limit
+
+    assert position_limit(config) == limit
+
+
+def test_the_position_limit_of_real_configs_and_of_what_validate_builds() -> None:
+    """The runner asks with `model.config.to_dict()`, validate with the sizes the recipe builds from: one answer."""
+    from transformers import BartConfig, BertConfig, EncoderDecoderConfig, GPT2Config, T5Config
+
+    from hfpipe.pipeline.models import config_sizes, position_limit
+
+    bert2gpt = EncoderDecoderConfig.from_encoder_decoder_configs(BertConfig(max_position_embeddings=300),
+                                                                 GPT2Config(n_positions=200))
+    assert position_limit(bert2gpt.to_dict()) == 200
+    assert position_limit(T5Config().to_dict()) is None
+    built = BartConfig(**config_sizes("bart", {"max_position_embeddings": 96}))
+    assert position_limit(built.to_dict()) == position_limit({"model_type": "bart", **config_sizes(
+        "bart", {"max_position_embeddings": 96})}) == 96
+    assert position_limit({"model_type": "hfpipe_transformer", **config_sizes("hfpipe-transformer", {})}) == 512
+
+
+def test_validate_reads_the_limit_of_an_encoder_decoder_folder(tmp_path: Path) -> None:
+    """A saved bert2gpt-style config.json nests its stacks: validate finds the decoder's n_positions in it."""
+    folder = tmp_path / "enc-dec"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "encoder-decoder", "encoder": {"model_type": "bert", "max_position_embeddings": 512},
+        "decoder": {"model_type": "gpt2", "n_positions": 24}}))
+    path = tmp_path / "r.yaml"
+    write_rows(tmp_path / "train.jsonl", 10, summary_words=3)
+    path.write_text("task: summarization\ndata:\n  files:\n    train: train.jsonl\n  max_source_length: 32\n"
+                    f"  max_target_length: 16\ntokenizer:\n  train: {{vocab_size: 1000}}\nmodel:\n  pretrained: {folder}\n"
+                    "train:\n  max_steps: 1\n", encoding="utf-8")
+    report = preflight(load_recipe(path))
+    assert any("max_source_length is 32 but the model encodes at most 24 positions" in e for e in report.errors)
+    assert not any("max_target_length" in e for e in report.errors)

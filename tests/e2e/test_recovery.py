@@ -233,7 +233,7 @@ def test_resume_with_a_recipe_that_changes_training_is_refused(straight) -> None
 _HOLD = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from hfpipe.pipeline.runlock import RunLock
+    from hfpipe.runs.lock import RunLock
     RunLock(Path(sys.argv[1])).acquire()
     print("locked", os.getpid(), flush=True)
     if sys.argv[2] == "die":

@@ -11,8 +11,9 @@ from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from hfpipe.errors import RecipeError, RunDirError
-from hfpipe.pipeline.hub import plan_push, push_run
-from hfpipe.pipeline.model_card import build_model_card
+from hfpipe.hub.api import push_run
+from hfpipe.hub.plan import plan_push
+from hfpipe.hub.model_card import build_model_card
 from hub_testing import METRICS, REPO_ID, card_code_block
 
 EXPECTED_FILES = ["model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
@@ -174,3 +175,16 @@ def test_not_a_run_directory(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="recipe.yaml"):
         plan_push(tmp_path, REPO_ID)
 
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "manifest.json", "model/config.json"])
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]"])
+def test_a_damaged_run_file_is_one_error_with_one_wording(run_dir: Path, name: str, content: str) -> None:
+    """The plan and the card read the run through one reader (hfpipe.runs.files): same message for every file."""
+    (run_dir / name).write_text(content)
+    for make in (lambda: plan_push(run_dir, REPO_ID), lambda: build_model_card(run_dir, REPO_ID)):
+        with pytest.raises(RunDirError) as info:
+            make()
+        said = "is not valid JSON" if content.startswith("{") else "does not hold a JSON object"
+        assert info.value.message.startswith(f"{Path(name).name} {said}")
+        assert info.value.where == str(run_dir / name) and info.value.exit_code == 7

@@ -113,7 +113,7 @@ def test_push_after_run_respects_the_push_section(run_dir: Path, hub: FakeHub, h
                                                   tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         from pathlib import Path
-        from hfpipe.pipeline.hub import push_after_run
+        from hfpipe.hub.api import push_after_run
         run = Path({str(run_dir)!r})
         assert push_after_run(run, None) is None
         assert push_after_run(run, {{"repo_id": None}}) is None

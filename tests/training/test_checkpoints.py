@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from hfpipe.errors import Interrupted, RecipeError, RunDirError
-from hfpipe.pipeline import rundir
+from hfpipe.runs import files
 from hfpipe.pipeline.checkpoints import GracefulStop, checkpoints, cut_log
-from hfpipe.pipeline.rundir import replace_dir, restore_dir
-from hfpipe.pipeline.runlock import LOCK_FILE, RunLock, changed_keys, check_resumable, resume_command
+from hfpipe.runs.files import replace_dir, restore_dir
+from hfpipe.runs.lock import LOCK_FILE, RunLock, changed_keys, check_resumable, resume_command
 from hfpipe.recipe.loading import load_recipe, recipe_to_yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ def _never_missing(target: Path, replace) -> list[str]:
 
 
 def test_replace_dir_never_leaves_neither(tmp_path: Path) -> None:
-    if not rundir._exchange(_folder(tmp_path / "a", "a"), _folder(tmp_path / "b", "b")):
+    if not files._exchange(_folder(tmp_path / "a", "a"), _folder(tmp_path / "b", "b")):
         pytest.skip("no renameat2(RENAME_EXCHANGE) here: the fallback is tested below")
     assert (tmp_path / "a" / "weights").read_text() == "b", "exchanged"
     target = _folder(tmp_path / "model", "old")
@@ -65,7 +65,7 @@ def test_replace_dir_never_leaves_neither(tmp_path: Path) -> None:
 def test_replace_dir_fallback_is_restored_after_a_kill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without an atomic exchange the old folder is renamed aside first; a kill between the two renames leaves
     it there, and restore_dir (run at the start of every run) puts it back."""
-    monkeypatch.setattr(rundir, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(files, "_exchange", lambda a, b: False)
     target = _folder(tmp_path / "model", "old")
     replace_dir(_folder(tmp_path / ".new", "new"), target)
     assert (target / "weights").read_text() == "new" and not (tmp_path / ".model.old").exists()
@@ -75,10 +75,10 @@ def test_replace_dir_fallback_is_restored_after_a_kill(tmp_path: Path, monkeypat
         real_replace(src, dst)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(rundir.os, "replace", killed_after_first)
+    monkeypatch.setattr(files.os, "replace", killed_after_first)
     with pytest.raises(KeyboardInterrupt):
         replace_dir(_folder(tmp_path / ".newer", "newer"), target)
-    monkeypatch.setattr(rundir.os, "replace", real_replace)
+    monkeypatch.setattr(files.os, "replace", real_replace)
     assert not target.exists() and (tmp_path / ".model.old").is_dir()
     restore_dir(target)
     assert (target / "weights").read_text() == "new"

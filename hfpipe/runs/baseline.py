@@ -112,14 +112,19 @@ def _source_prefix(recipe_file: Path, *, default: str) -> str:
 def _download(repo_id: str, revision: str | None, *, local_only: bool = False) -> tuple[Path, str]:
     from huggingface_hub import snapshot_download
 
-    from hfpipe.pipeline.locations import hub_downloads_allowed
+    from hfpipe.errors import HubError
+    from hfpipe.hub.locations import local_files_only
 
-    allowed = hub_downloads_allowed() and not local_only
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=not allowed))
+        cache_only = local_only or local_files_only(repo_id, "baseline model", revision=revision)
+    except HubError as err:
+        raise BaselineError(err.message, where=f"hub:{repo_id}", hint=err.hint) from None
+    allowed = not cache_only
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=cache_only))
     except Exception as err:  # noqa: BLE001 - every failure here means "could not compare"
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
-        hint = ("hfpipe is offline by default: set HF_HUB_OFFLINE=0 to download the baseline"
+        hint = ("it is not in the local Hugging Face cache: unset HF_HUB_OFFLINE to download the baseline"
                 if not allowed else "check the repo id and revision, and HF_TOKEN for a private repo")
         raise BaselineError(f"cannot get the baseline model {repo_id}"
                             + (f"@{revision}" if revision else "") + f" from the Hub: {text}",
@@ -196,7 +201,7 @@ def _from_card(repo_id: str, revision: str | None, split: str) -> BaselineScore:
     """The model-index numbers of the Hub card for `split` (as hfpipe's cards write them)."""
     from huggingface_hub import ModelCard
 
-    from hfpipe.pipeline.locations import hub_downloads_allowed
+    from hfpipe.hub.locations import hub_downloads_allowed
 
     try:
         card = ModelCard.load(repo_id, revision=revision, local_files_only=not hub_downloads_allowed())

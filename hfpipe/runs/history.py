@@ -6,32 +6,13 @@ is not a run, or a run with a damaged file, shows what it can instead of failing
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hfpipe.errors import RunDirError
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A run's JSON file as a dict; {} when it is missing or damaged (a listing shows what it can)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def read_recipe(run_dir: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
+from hfpipe.runs.files import read_json_lenient, read_recipe_lenient
 
 
 @dataclass
@@ -65,15 +46,15 @@ def read_run(run_dir: Path) -> RunInfo:
     """What one run directory says about itself (RunDirError when it is not a run at all)."""
     if not (run_dir / "recipe.yaml").is_file() and not (run_dir / "manifest.json").is_file():
         raise RunDirError(f"{run_dir} is not a run directory (no recipe.yaml or manifest.json)", where=str(run_dir))
-    manifest, metrics = read_json(run_dir / "manifest.json"), read_json(run_dir / "metrics.json")
-    gates = read_json(run_dir / "gates.json")
+    manifest, metrics = read_json_lenient(run_dir / "manifest.json"), read_json_lenient(run_dir / "metrics.json")
+    gates = read_json_lenient(run_dir / "gates.json")
     splits = metrics.get("splits") if isinstance(metrics.get("splits"), dict) else {}
     split = gates.get("split") or ("test" if "test" in splits else next(iter(splits), None))
     metric = str(metrics.get("primary_metric") or "").removeprefix("eval_") or None
     value = splits.get(split, {}).get(metric) if split and metric else None
     push = manifest.get("push") if isinstance(manifest.get("push"), dict) else None
     return RunInfo(path=str(run_dir), name=run_dir.name, recipe=manifest.get("recipe_name"),
-                   task=metrics.get("task") or read_recipe(run_dir).get("task"), started=manifest.get("started"),
+                   task=metrics.get("task") or read_recipe_lenient(run_dir).get("task"), started=manifest.get("started"),
                    duration_s=_duration(manifest), status=manifest.get("status"), split=split, metric=metric,
                    value=value if isinstance(value, (int, float)) else None, gates=gates.get("status"),
                    pushed=(push.get("commit_url") or push.get("pr_url") or push.get("url")) if push else None)
@@ -104,11 +85,11 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def compare_runs(a: Path, b: Path) -> dict[str, Any]:
     """Recipe differences and metric deltas (b − a) between two runs."""
     info_a, info_b = read_run(a), read_run(b)
-    recipe_a, recipe_b = flatten(read_recipe(a)), flatten(read_recipe(b))
+    recipe_a, recipe_b = flatten(read_recipe_lenient(a)), flatten(read_recipe_lenient(b))
     changes = [{"key": key, "a": recipe_a.get(key), "b": recipe_b.get(key)}
                for key in sorted(set(recipe_a) | set(recipe_b)) if recipe_a.get(key) != recipe_b.get(key)]
-    splits_a = read_json(a / "metrics.json").get("splits") or {}
-    splits_b = read_json(b / "metrics.json").get("splits") or {}
+    splits_a = read_json_lenient(a / "metrics.json").get("splits") or {}
+    splits_b = read_json_lenient(b / "metrics.json").get("splits") or {}
     metrics = []
     for split in [s for s in dict.fromkeys([*splits_a, *splits_b])]:
         ma, mb = splits_a.get(split) or {}, splits_b.get(split) or {}

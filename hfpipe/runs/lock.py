@@ -110,25 +110,6 @@ def claim_run_dir(run_dir: Path, *, resume: bool, recipe: Recipe) -> RunLock:
     return lock
 
 
-def claim_on_every_process(accelerator: Any, run_dir: Path, *, resume: bool, recipe: Recipe) -> RunLock | None:
-    """claim_run_dir on the main process (the lock is its alone); a refusal is raised on every process, with the
-    main process's reason, so none is left waiting for the others."""
-    from hfpipe.pipeline.training import from_main
-
-    lock, problem = None, None
-    if accelerator.is_main_process:
-        try:
-            lock = claim_run_dir(run_dir, resume=resume, recipe=recipe)
-        except RunDirError as err:
-            problem = (err.message, err.where, err.hint, err.details)
-    problem = from_main(accelerator, problem)
-    if problem is not None:
-        if lock is not None:
-            lock.release()
-        raise RunDirError(problem[0], where=problem[1], hint=problem[2], details=problem[3])
-    return lock
-
-
 def changed_keys(old: Recipe, new: Recipe) -> list[str]:
     """Dotted recipe keys whose values differ (a section added or dropped counts as its keys)."""
     a, b = _flatten(old.model_dump(mode="json", by_alias=True)), _flatten(new.model_dump(mode="json", by_alias=True))

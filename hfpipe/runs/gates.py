@@ -151,7 +151,7 @@ def run_gates(recipe: Any, *, split: str, metrics: dict[str, Any], predictions: 
         on_message("[yellow]significance is set, but no gate compares with the baseline: it has no effect[/yellow]")
     problem = None
     if any(g.needs_baseline for g in gates):
-        from hfpipe.results.baseline import score_baseline
+        from hfpipe.runs.baseline import score_baseline
 
         try:
             if on_message is not None:
@@ -161,7 +161,7 @@ def run_gates(recipe: Any, *, split: str, metrics: dict[str, Any], predictions: 
             baseline_metrics, baseline_info = base.metrics, base.info
             baseline_info["metrics"] = {k: v for k, v in base.metrics.items() if not isinstance(v, (list, dict))}
             if cfg.significance is not None and base.predictions is not None:
-                from hfpipe.results.significance import paired_bootstrap
+                from hfpipe.runs.significance import paired_bootstrap
 
                 try:
                     p_values = paired_bootstrap(predictions, base.predictions, [e.target for e in examples],

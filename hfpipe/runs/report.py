@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hfpipe.results.history import read_json, read_run
+from hfpipe.runs.files import read_json_lenient
+from hfpipe.runs.history import read_run
 
 _TASK_KEYS = {"translation": ("bleu", "chrf", "rougeL", "bleu_rouge_f1"),
               "summarization": ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")}
@@ -87,8 +88,8 @@ def _gate_section(gates: dict[str, Any]) -> list[str]:
 def report_markdown(run_dir: Path, *, predictions: int = 5) -> str:
     """The whole report of one run."""
     info = read_run(run_dir)
-    metrics_file, manifest = read_json(run_dir / "metrics.json"), read_json(run_dir / "manifest.json")
-    gates = read_json(run_dir / "gates.json")
+    metrics_file, manifest = read_json_lenient(run_dir / "metrics.json"), read_json_lenient(run_dir / "manifest.json")
+    gates = read_json_lenient(run_dir / "gates.json")
     status = {"passed": "gates passed", "failed": "gates FAILED", "could_not_compare": "could not compare with "
               "the baseline"}.get(gates.get("status", ""), "no gates")
     title = f"# hfpipe run `{info.name}`: {status}"

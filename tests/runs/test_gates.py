@@ -10,8 +10,8 @@ from sacrebleu.significance import PairedTest
 
 from hfpipe.errors import BaselineError, MetricGateError, RecipeError
 from hfpipe.recipe.gates import parse_gate
-from hfpipe.results.gates import check_gates, raise_for_gates
-from hfpipe.results.significance import paired_bootstrap, per_example_rouge
+from hfpipe.runs.gates import check_gates, raise_for_gates
+from hfpipe.runs.significance import paired_bootstrap, per_example_rouge
 
 
 @pytest.mark.parametrize("text, metric, op, value, relative, amount", [

@@ -1,6 +1,7 @@
-"""The run directory: its paths, atomic writes, stage bookkeeping for --resume, and the final model folder.
+"""The run directory: its paths, stage bookkeeping for --resume, and the final model folder.
 
-Every file is written to a temporary name and renamed, so a run directory never holds a half-written artifact.
+Every file is written to a temporary name and renamed (hfpipe.runs.files), so a run directory never holds a
+half-written artifact.
 """
 
 from __future__ import annotations
@@ -14,66 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hfpipe import __version__
+from hfpipe.runs.files import json_atomic, read_json, replace_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-    from hfpipe.recipe.schema import Recipe
-
-
-def json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step with Linux's renameat2(RENAME_EXCHANGE); False where that is not available
-    (another OS, an old kernel or C library, a file system without it)."""
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Put the folder `new` in place of `target` (same parent) so that at every moment one of them is there
-    under `target`'s name: an atomic exchange where the system has one, else `target` is first renamed aside to
-    `.NAME.old` (found by `restore_dir` if a kill comes between the two renames); the old folder is deleted
-    last."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    if _exchange(new, target):
-        shutil.rmtree(new, ignore_errors=True)  # now the old folder
-        return
-    aside = target.with_name(f".{target.name}.old")
-    shutil.rmtree(aside, ignore_errors=True)
-    os.replace(target, aside)
-    os.replace(new, target)
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def restore_dir(target: Path) -> None:
-    """Undo a replace_dir fallback that a kill cut between its two renames: the old folder comes back."""
-    aside = target.with_name(f".{target.name}.old")
-    if not target.exists() and aside.is_dir():
-        os.replace(aside, target)
 
 
 def new_run_dir(name: str, base: Path = Path("runs")) -> Path:
@@ -110,7 +55,6 @@ def versions() -> dict[str, str]:
             "tokenizers": tokenizers.__version__}
 
 
-
 class RunDir:
     """Paths and bookkeeping of one run directory."""
 
@@ -125,7 +69,7 @@ class RunDir:
     stages_file = property(lambda self: self.path / "stages.json")
 
     def stages(self) -> dict[str, Any]:
-        return json.loads(self.stages_file.read_text()) if self.stages_file.exists() else {}
+        return read_json(self.stages_file) or {}
 
     def mark(self, stage: str, fingerprint: str, **extra: Any) -> None:
         stages = self.stages()
@@ -170,22 +114,3 @@ def _settle_tokenizer_config(path: Path, max_positions: int | None) -> None:
     if max_positions is not None and (not isinstance(saved, (int, float)) or saved > max_positions):
         config["model_max_length"] = max_positions
     path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def load_run_model(model_dir: Path, recipe: Recipe | None = None) -> PreTrainedModel:
-    """The trained model of a run (in-house architectures registered first)."""
-    from transformers import AutoModelForSeq2SeqLM
-
-    from hfpipe.errors import ModelError
-
-    try:
-        from hfpipe.modeling import register_auto_classes
-
-        register_auto_classes()
-    except ImportError:  # pragma: no cover - modeling is part of hfpipe
-        pass
-    try:
-        return AutoModelForSeq2SeqLM.from_pretrained(model_dir, local_files_only=True,
-                                                     trust_remote_code=bool(recipe and recipe.model.trust_remote_code))
-    except Exception as err:
-        raise ModelError(f"cannot load the model in {model_dir}: {err}", where=str(model_dir)) from None

@@ -61,3 +61,17 @@ class RichReporter(Reporter):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def quiet_libraries() -> None:
+    """hfpipe draws its own progress; the libraries' bars and save-time notices would interleave with it."""
+    import logging
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    for name in ("accelerate", "accelerate.checkpointing", "accelerate.accelerator"):
+        logging.getLogger(name).setLevel(logging.ERROR)

@@ -2,10 +2,11 @@
 
 The metadata is built with huggingface_hub's `ModelCardData` / `EvalResult`, which write the `model-index` in the
 form the Hub validates and shows as evaluation results; nothing here hand-builds that YAML. Everything is read from
-the run directory (recipe.yaml, metrics.json, manifest.json, model/config.json), defensively: a missing or oddly
-shaped entry leaves a line out of the card rather than failing the push.
+the run directory (recipe.yaml, metrics.json, manifest.json, model/config.json) through hfpipe.runs.files: a missing
+file or an oddly shaped entry leaves a line out of the card; a file that is not a JSON object is a RunDirError,
+worded as every reader of a run words it.
 
-Importing this module is cheap (yaml + huggingface_hub's card classes, no torch/transformers).
+Importing this module is cheap (huggingface_hub's card classes, no torch/transformers).
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ import struct
 from pathlib import Path
 from typing import Any
 
-import yaml
+from hfpipe.runs.files import read_json, read_recipe
 
-from hfpipe.errors import RunDirError
-
-__all__ = ["build_model_card", "is_hub_id", "read_run_recipe"]
+__all__ = ["build_model_card", "is_hub_id"]
 
 # metric key in metrics.json -> (model-index metric type, pretty name, scale note)
 _METRICS: dict[str, tuple[str, str]] = {
@@ -49,31 +48,6 @@ _LANG_RE = re.compile(r"^[a-z]{2,3}$")
 
 def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def read_run_recipe(run_dir: Path) -> dict[str, Any]:
-    """The resolved recipe of a run as a plain dict (RunDirError if the run has none)."""
-    path = Path(run_dir) / "recipe.yaml"
-    if not path.is_file():
-        raise RunDirError("this is not an hfpipe run directory: it has no recipe.yaml", where=str(run_dir),
-                          hint="pass the folder `hfpipe run` created (runs/<name>-<time>/)")
-    try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise RunDirError(f"recipe.yaml of the run cannot be read: {err}", where=str(path)) from None
-    if not isinstance(recipe, dict):
-        raise RunDirError("recipe.yaml of the run is not a mapping", where=str(path))
-    return recipe
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunDirError(f"{path.name} is not valid JSON: {err}", where=str(path)) from None
-    return data if isinstance(data, dict) else None
 
 
 def is_hub_id(name: Any, *, base: Path | None = None) -> bool:
@@ -162,10 +136,10 @@ def build_model_card(run_dir: Path, repo_id: str) -> str:
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     run_dir = Path(run_dir)
-    recipe = read_run_recipe(run_dir)
-    metrics = _read_json(run_dir / "metrics.json") or {}
-    manifest = _read_json(run_dir / "manifest.json") or {}
-    config = _read_json(run_dir / "model" / "config.json") or {}
+    recipe = read_recipe(run_dir)
+    metrics = read_json(run_dir / "metrics.json") or {}
+    manifest = read_json(run_dir / "manifest.json") or {}
+    config = read_json(run_dir / "model" / "config.json") or {}
 
     task = recipe.get("task") if recipe.get("task") in _TASK_NAMES else metrics.get("task")
     data = _as_dict(recipe.get("data"))

@@ -28,7 +28,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from hfpipe.results.history import read_json
+from hfpipe.runs.files import read_json_lenient
 
 SCHEMA_VERSION = 1
 
@@ -54,8 +54,8 @@ def exit_code_of(gates: dict[str, Any] | None) -> int:
 def run_record(command: str, run_dir: Path | None, *, summary: Any = None, exit_code: int = 0,
                model_dir: Path | None = None) -> dict[str, Any]:
     """The document for `command` on `run_dir` (None: a model folder outside any run)."""
-    manifest = read_json(run_dir / "manifest.json") if run_dir else {}
-    metrics_file = read_json(run_dir / "metrics.json") if run_dir else {}
+    manifest = read_json_lenient(run_dir / "manifest.json") if run_dir else {}
+    metrics_file = read_json_lenient(run_dir / "metrics.json") if run_dir else {}
     recipe_file = run_dir / "recipe.yaml" if run_dir else None
     stage_seconds = dict(getattr(summary, "stage_seconds", None) or manifest.get("stage_seconds") or {})
     metrics = metrics_file.get("splits") if metrics_file else None
