@@ -1,4 +1,5 @@
-"""hfpipe's cache of derived data (trained tokenizers, tokenized splits), keyed by a fingerprint of the inputs.
+"""hfpipe's cache of derived data (examples read into Arrow, trained tokenizers, tokenized splits), keyed
+by a fingerprint of the inputs.
 
 Entries are renamed into place whole (hfpipe.runs.files.atomic_copytree), so a reader never sees half of one.
 """

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from hfpipe import __version__
+from hfpipe.cache import cache_error, cache_root, fingerprint
 from hfpipe.errors import DataError
 from hfpipe.pipeline.data_files import Example, check_data_file, extract, iter_examples, sha256_of
 from hfpipe.recipe.schema import DataConfig, Recipe
@@ -100,7 +101,7 @@ class ExampleTable(Sequence[Example]):
         """The rows at `indices` (in that order); `how` is what chose them, for the fingerprint."""
         if len(indices) == len(self) and indices == list(range(len(self))):
             return self
-        return ExampleTable(self.dataset.select(indices), _hash_json([self.fingerprint, how]))
+        return ExampleTable(self.dataset.select(indices), fingerprint([self.fingerprint, how]))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, ExampleTable) and other.fingerprint == self.fingerprint:
@@ -115,13 +116,7 @@ class ExampleTable(Sequence[Example]):
         return f"ExampleTable({len(self):,} rows, {self.fingerprint})"
 
 
-def _hash_json(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
 def _examples_root() -> Path:
-    from hfpipe.pipeline.tokenization import cache_root
-
     return cache_root() / "examples"
 
 
@@ -171,8 +166,6 @@ def cached_example_table(key: str, fill: Any) -> tuple[ExampleTable, dict[str, A
     at all: it is written to a temporary folder and renamed, so a failed read (bad row 1,999,999) leaves nothing."""
     from datasets import Dataset
 
-    from hfpipe.pipeline.tokenization import cache_error
-
     root = _examples_root()
     folder = root / key
     if not (folder / "meta.json").exists():
@@ -206,7 +199,7 @@ def _read_file(path: Path, task: str, data: DataConfig) -> tuple[ExampleTable, S
     except OSError as err:
         raise DataError(f"cannot read {path.name}: {err.strerror or err}", where=str(path),
                         hint="check the file's permissions") from None
-    key = _hash_json({"file": sha, **_extraction_settings(task, data)})
+    key = fingerprint({"file": sha, **_extraction_settings(task, data)})
 
     def fill(folder: Path) -> dict[str, Any]:
         counts = {"dropped": 0}
@@ -310,7 +303,7 @@ def _read_hub(recipe: Recipe) -> dict[str, ExampleTable]:
             return write_example_table((e for e in examples if e is not None), folder)
 
         # datasets' own fingerprint of the split changes with its content (a moved revision is read again).
-        key = _hash_json({"hub": data.hub_dataset, "config": data.hub_config, "split": name,
+        key = fingerprint({"hub": data.hub_dataset, "config": data.hub_config, "split": name,
                           "content": getattr(part, "_fingerprint", None), **_extraction_settings(recipe.task, data)})
         out[split], _ = cached_example_table(key, fill)
     if "train" not in out:
