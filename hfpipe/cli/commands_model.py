@@ -82,10 +82,13 @@ def predict(target: TargetArg,
 
 def attention(target: TargetArg,
               text: Annotated[str, typer.Option(help="The source text to translate or summarize.")],
-              out: Annotated[Path, typer.Option(help="Folder for the PNG heat maps.")] = Path("attention-maps"),
+              out: Annotated[Path, typer.Option(help="Folder for the PNG heat maps (and copy_distribution.json).")]
+              = Path("attention-maps"),
               max_new_tokens: int = 64) -> None:
     """Write PNG heat maps of the attention between source and generated tokens (cross-attention per layer and
-    head for Transformers, the additive/dot alignment for RNNs)."""
+    head for Transformers, the additive/dot alignment for RNNs). A Transformer with copy attention also gets
+    copy_distribution.png: its copy distribution over the source tokens and, beside it, the probability of
+    generating or copying each generated token, with the numbers in copy_distribution.json."""
     from hfpipe.pipeline.attention_maps import plot_attention_maps
     from hfpipe.pipeline.inference import load_model_and_tokenizer
     from hfpipe.runs.reporting import quiet_libraries

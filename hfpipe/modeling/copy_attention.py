@@ -94,7 +94,9 @@ class CopyGenerator(nn.Module):
         source_mask: torch.Tensor | None,
         vocab_logits: torch.Tensor,
         keys: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        *,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """
         Args:
             decoder_states: (batch, target, d_model), the decoder's last hidden states h_t.
@@ -104,10 +106,16 @@ class CopyGenerator(nn.Module):
             vocab_logits: (batch, target, vocab), the pre-softmax projection of h_t.
             keys: `project_keys(encoder_output)` when already computed (generation computes it once, not at every
                 step: it costs as much as the vocabulary projection).
+            need_weights: also return the copy attention and the gate logits (what `hfpipe attention` draws).
 
         Returns:
-            (batch, target, vocab) log P(w), in float32: log-probabilities are valid logits (log_softmax leaves
-            them unchanged), so losses, beam search and logits processors work on them as on any logits.
+            (log_probs, copy_weights, gate_logits):
+            log_probs (batch, target, vocab) log P(w), in float32: log-probabilities are valid logits (log_softmax
+                leaves them unchanged), so losses, beam search and logits processors work on them as on any logits;
+            copy_weights (batch, target, source) a_t in float32, rows summing to 1 and 0 at source padding, or None
+                without `need_weights`;
+            gate_logits (batch, target, 1) g, σ(g) = p_gen the probability of generating rather than copying, or
+                None without `need_weights`.
         """
         if keys is None:
             keys = self.project_keys(encoder_output)
@@ -119,4 +127,7 @@ class CopyGenerator(nn.Module):
         copy_weights = scores.softmax(dim=-1)  # (batch, target, source)
         context = copy_weights.to(encoder_output.dtype) @ encoder_output  # (batch, target, d_model)
         gate_logits = self.gate(torch.cat([decoder_states, context], dim=-1))  # (batch, target, 1)
-        return mix_log_probs(vocab_logits, gate_logits, copy_weights, source_ids)  # (batch, target, vocab)
+        log_probs = mix_log_probs(vocab_logits, gate_logits, copy_weights, source_ids)  # (batch, target, vocab)
+        if not need_weights:
+            return log_probs, None, None
+        return log_probs, copy_weights, gate_logits

@@ -53,6 +53,24 @@ class HfpipeTransformerEncoderOutput(BaseModelOutput):
     source_ids: torch.LongTensor | None = None
 
 
+@dataclass
+class HfpipeTransformerLMOutput(Seq2SeqLMOutput):
+    """`Seq2SeqLMOutput`, plus what a copying model mixes into its log-probabilities, returned with
+    `output_attentions=True` (and return_dict) when the model copies, None otherwise:
+
+        log P(w) = log(σ(g) softmax(lm_head(h))(w) + (1 − σ(g)) Σ_{s: x_s = w} a_s)
+
+    Args:
+        copy_weights: (batch, target, source) the copy attention a (rows sum to 1; 0 at source padding); with a
+            cache, only the new target positions.
+        copy_gate_logits: (batch, target, 1) the gate g: σ(g) is the probability of generating from the
+            vocabulary, 1 − σ(g) that of copying from the source.
+    """
+
+    copy_weights: torch.FloatTensor | None = None
+    copy_gate_logits: torch.FloatTensor | None = None
+
+
 def _positions(config: HfpipeTransformerConfig) -> nn.Module:
     if config.positional_encoding == "sinusoidal":
         return SinusoidalPositionalEncoding(d_model=config.d_model, max_positions=config.max_position_embeddings)
@@ -443,11 +461,14 @@ class HfpipeTransformerForConditionalGeneration(HfpipeTransformerPreTrainedModel
                 is then a sum divided by it.
 
         Returns:
-            `Seq2SeqLMOutput`: logits (batch, target, vocab) (log-probabilities with `copy_attention`), loss, cache,
-            and with `output_attentions` the encoder self-attention, decoder masked self-attention and
-            cross-attention weights per layer.
+            `HfpipeTransformerLMOutput`: logits (batch, target, vocab) (log-probabilities with `copy_attention`),
+            loss, cache, and with `output_attentions` the encoder self-attention, decoder masked self-attention and
+            cross-attention weights per layer, and for a copying model its copy weights (batch, target, source) and
+            gate logits (batch, target, 1) (not in the tuple form, whose positions stay those of
+            `Seq2SeqLMOutput`).
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         if labels is not None:
             use_cache = False
             if decoder_input_ids is None:
@@ -465,6 +486,7 @@ class HfpipeTransformerForConditionalGeneration(HfpipeTransformerPreTrainedModel
             return_dict=True,
         )
         logits = self.lm_head(outputs.last_hidden_state)  # (batch, target, vocab)
+        copy_weights = gate_logits = None
         if self.copy_generator is not None:
             source_ids = input_ids if input_ids is not None else getattr(encoder_outputs, "source_ids", None)
             if source_ids is None:
@@ -480,12 +502,12 @@ class HfpipeTransformerForConditionalGeneration(HfpipeTransformerPreTrainedModel
                 if keys is None:
                     keys = self.copy_generator.project_keys(outputs.encoder_last_hidden_state)
                     outputs.cache.hfpipe_copy_keys = keys
-            logits = self.copy_generator(
+            logits, copy_weights, gate_logits = self.copy_generator(
                 outputs.last_hidden_state, outputs.encoder_last_hidden_state, source_ids, attention_mask, logits,
-                keys=keys,
-            )  # (batch, target, vocab) log-probabilities
+                keys=keys, need_weights=bool(output_attentions) and return_dict,
+            )  # (batch, target, vocab) log-probabilities; (batch, target, source); (batch, target, 1)
         loss = None if labels is None else seq2seq_loss(logits, labels, num_items_in_batch=num_items_in_batch)
-        output = Seq2SeqLMOutput(
+        output = HfpipeTransformerLMOutput(
             loss=loss,
             logits=logits,
             cache=outputs.cache,
@@ -495,6 +517,8 @@ class HfpipeTransformerForConditionalGeneration(HfpipeTransformerPreTrainedModel
             encoder_last_hidden_state=outputs.encoder_last_hidden_state,
             encoder_hidden_states=outputs.encoder_hidden_states,
             encoder_attentions=outputs.encoder_attentions,
+            copy_weights=copy_weights,
+            copy_gate_logits=gate_logits,
         )
         return output if return_dict else output.to_tuple()
 

@@ -69,8 +69,19 @@ def test_in_house_model_trains_saves_reloads_and_draws(architecture, run_cli, tm
     assert "Loading weights" not in proc.stderr, "transformers' bar is silenced"
     pngs = sorted(out.glob("*.png"))
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
-    if architecture == "hfpipe-transformer":
-        assert len(pngs) == 2, "one grid of heads per decoder layer"
+    if architecture == "hfpipe-transformer":  # it copies: the copy distribution and the gate too
+        assert [p.name for p in pngs] == ["copy_distribution.png", "cross_attention_layer_1.png",
+                                          "cross_attention_layer_2.png"], "one grid of heads per decoder layer"
+        record = json.loads((out / "copy_distribution.json").read_text(encoding="utf-8"))
+        assert "copy_distribution.json" in proc.stdout  # named among the files written
+        sources, generated = record["source_tokens"], record["generated_tokens"]
+        assert sources and generated and len(generated) <= 8
+        assert len(record["copy_weights"]) == len(record["generate_probability"]) == len(generated)
+        for row, p_gen in zip(record["copy_weights"], record["generate_probability"]):
+            assert len(row) == len(sources) and min(row) >= 0 and abs(sum(row) - 1) < 1e-5, row
+            assert 0 < p_gen < 1
+    else:
+        assert not (out / "copy_distribution.json").exists()
 
 
 def test_rnn_without_attention_has_nothing_to_draw(run_cli, tmp_path):

@@ -233,6 +233,91 @@ def test_impossible_tokens_give_minus_inf_not_nan_forward_and_backward():
         assert not tensor.grad.isnan().any(), tensor.grad
 
 
+def copy_model_and_batch(transformer_config, randomized, sources):
+    """A randomized copying Transformer, the padded sources with one repeated token, and 4 decoder inputs."""
+    torch.manual_seed(0)
+    model = randomized(HfpipeTransformerForConditionalGeneration(transformer_config(copy_attention=True)))
+    input_ids, attention_mask = sources
+    input_ids = input_ids.clone()
+    input_ids[0, 1] = input_ids[0, 4]  # a token that occurs twice: its copy weights add up
+    decoder_input_ids = torch.randint(3, VOCAB, (3, 4), generator=torch.Generator().manual_seed(1))
+    return model, input_ids, attention_mask, decoder_input_ids
+
+
+def test_copy_weights_and_gate_are_returned_and_recombine_into_the_log_probs(transformer_config, randomized, sources):
+    model, input_ids, attention_mask, decoder_input_ids = copy_model_and_batch(transformer_config, randomized, sources)
+    with torch.no_grad():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                    output_attentions=True, output_hidden_states=True)
+        vocab_logits = model.lm_head(out.decoder_hidden_states[-1])  # (batch, target, vocab), before the mixture
+    weights, gate_logits = out.copy_weights, out.copy_gate_logits
+    assert weights.shape == (3, 4, 7) and gate_logits.shape == (3, 4, 1)
+    padding = ~attention_mask.bool()[:, None, :].expand(-1, 4, -1)  # (batch, target, source)
+    assert padding.any() and torch.all(weights[padding] == 0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4), atol=1e-6, rtol=0)
+    p_gen = torch.sigmoid(gate_logits.double())
+    assert torch.all((p_gen > 0) & (p_gen < 1)), p_gen
+    assert p_gen.std() > 0.01  # it varies with the output position: a gate stuck at a constant would not
+    # The formula in float64 probability space, from the returned parts, gives the model's log-probabilities.
+    expected = reference_mix(vocab_logits.double(), gate_logits.double(), weights.double(), input_ids)
+    torch.testing.assert_close(out.logits.double(), expected, atol=1e-4, rtol=1e-5)
+
+
+def test_copy_weights_leave_the_default_outputs_and_the_tuple_form_alone(transformer_config, randomized, sources):
+    model, input_ids, attention_mask, decoder_input_ids = copy_model_and_batch(transformer_config, randomized, sources)
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids)
+    with torch.no_grad():
+        plain = model(**inputs)
+        weighed = model(**inputs, output_attentions=True)
+        as_tuple = model(**inputs, output_attentions=True, return_dict=False)
+        # The generator itself: asking for its weights changes nothing it returns besides them.
+        core = model.model(**inputs, use_cache=False)
+        parts = (core.last_hidden_state, core.encoder_last_hidden_state, input_ids, attention_mask,
+                 model.lm_head(core.last_hidden_state))
+        alone, no_weights, no_gate = model.copy_generator(*parts)
+        with_weights = model.copy_generator(*parts, need_weights=True)
+    assert plain.copy_weights is None and plain.copy_gate_logits is None
+    assert no_weights is None and no_gate is None
+    assert torch.equal(alone, with_weights[0])
+    torch.testing.assert_close(with_weights[1], weighed.copy_weights)
+    torch.testing.assert_close(weighed.logits, plain.logits, atol=1e-5, rtol=0)  # the weights path == fast path
+    # The tuple keeps Seq2SeqLMOutput's positions: the copy fields are left out of it.
+    assert len(as_tuple) == len(weighed.to_tuple()) - 2
+    assert torch.equal(as_tuple[0], weighed.logits)
+    assert not any(isinstance(item, torch.Tensor) and item.shape == (3, 4, 7) for item in as_tuple)
+
+
+def test_copy_weights_with_the_cache_equal_those_without(transformer_config, randomized, sources):
+    model, input_ids, attention_mask, decoder_input_ids = copy_model_and_batch(transformer_config, randomized, sources)
+    with torch.no_grad():
+        full = model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                     use_cache=False, output_attentions=True)
+        encoder_outputs = model.get_encoder()(input_ids, attention_mask)
+        cache, weights, gates = None, [], []
+        for step in range(decoder_input_ids.size(1)):
+            out = model(encoder_outputs=encoder_outputs, attention_mask=attention_mask,
+                        decoder_input_ids=decoder_input_ids[:, step:step + 1], cache=cache, use_cache=True,
+                        output_attentions=True)
+            cache = out.cache
+            weights.append(out.copy_weights)  # (batch, 1, source): the new position only
+            gates.append(out.copy_gate_logits)
+    torch.testing.assert_close(torch.cat(weights, dim=1), full.copy_weights, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat(gates, dim=1), full.copy_gate_logits, atol=1e-5, rtol=0)
+
+    generated = {}
+    for use_cache in (True, False):
+        for flag in (True, False):
+            with torch.no_grad():
+                result = model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=6, do_sample=False,
+                                        num_beams=1, use_cache=use_cache, output_attentions=flag,
+                                        return_dict_in_generate=True)
+            generated[use_cache, flag] = result.sequences
+    reference = generated[True, False]
+    assert len(set(reference.flatten().tolist())) > 3  # the output varies, so a broken cache would show
+    for sequences in generated.values():
+        assert torch.equal(sequences, reference)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_copy_attention_under_autocast_stays_finite_log_probabilities(transformer_config, sources, dtype):
     torch.manual_seed(0)
