@@ -9,6 +9,7 @@ them.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -102,12 +103,40 @@ def train_tokenizer(config: TokenizerTrainConfig, examples: Iterable[Example], o
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     tok.train_from_iterator(_training_texts(examples, config.max_rows), trainer=trainer)
+    if config.type == "unigram":
+        tok = _canonical_unigram(tok, specials)
     eos_id = tok.token_to_id(EOS)
     tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}",
                                                        special_tokens=[(EOS, eos_id)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, unk_token=UNK,
                                    model_max_length=1_000_000, clean_up_tokenization_spaces=False)
     fast.save_pretrained(out_dir)
+
+
+def _canonical_unigram(tok: Any, specials: list[str]) -> Any:
+    """The same tokenizer from every training on the same text. The Unigram trainer sums floats in hash-map order,
+    so two trainings give piece scores that differ in the 15th digit, and pieces of equal score in another order,
+    that is with other ids: 3-5% of the default recipe's rows were tokenized differently from one run to the next.
+    Scores rounded to 8 decimals (far below anything that changes a segmentation on purpose) and ties ordered by
+    the piece make the vocabulary, and so every id, a function of the text alone."""
+    from tokenizers import Tokenizer
+
+    state = json.loads(tok.to_str())
+    vocab = state["model"]["vocab"]  # [[piece, log-probability], ...]; ids are positions
+    head = vocab[:len(specials)]
+    if [piece for piece, _ in head] != specials:  # not the layout this was written for: leave it as trained
+        return tok
+    rest = sorted(([piece, round(score, 8)] for piece, score in vocab[len(specials):]), key=lambda e: (-e[1], e[0]))
+    # The trainer appends the characters it must keep but did not score at the end, 1e-4 apart (or tied), in
+    # hash-map order: give that run its scores in the order of the characters.
+    start = len(rest) - 1
+    while start > 0 and len(rest[start - 1][0]) == 1 and len(rest[start][0]) == 1 and any(
+            abs(rest[start - 1][1] - rest[start][1] - gap) < 1e-6 for gap in (0.0, 1e-4)):
+        start -= 1
+    tail = rest[start:]
+    rest[start:] = [[piece, score] for (piece, _), (_, score) in zip(sorted(tail), tail)]
+    state["model"]["vocab"] = head + rest
+    return Tokenizer.from_str(json.dumps(state))
 
 
 def build_tokenizer(recipe: Recipe, train_examples: Iterable[Example], out_dir: Path,
@@ -119,7 +148,8 @@ def build_tokenizer(recipe: Recipe, train_examples: Iterable[Example], out_dir: 
     cfg = recipe.tokenizer
     reused = False
     if cfg.train is not None:
-        key = fingerprint({"v": __version__, "train": cfg.train.model_dump(), "data": data_fingerprint})
+        key = fingerprint({"v": __version__, "train": cfg.train.model_dump(), "data": data_fingerprint,
+                           "canonical": 1})
         cached = cache_root() / "tokenizers" / key
         if not (cached / "tokenizer.json").exists():
             with tempfile.TemporaryDirectory() as tmp:
