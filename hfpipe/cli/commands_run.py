@@ -26,15 +26,9 @@ ProcessesOpt = Annotated[int | None, typer.Option(
 
 def _child_args(argv: list[str]) -> list[str]:
     """This command line without --processes, for the launched processes."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--processes":
-            skip = True
-        elif not arg.startswith("--processes="):
-            out.append(arg)
-    return out
+    from hfpipe.runs.lock import without_option
+
+    return without_option(argv, "--processes")
 
 
 def _execute(recipe: Path, set_: list[str] | None, run_dir: Path | None, resume: bool, as_json: bool,

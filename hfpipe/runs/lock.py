@@ -150,19 +150,25 @@ def check_same_data(previous_manifest: dict[str, Any] | None, files: list[dict[s
                           details=changed, hint="start a new run on the new data")
 
 
+def without_option(args: list[str], option: str) -> list[str]:
+    """`args` without `option` and its value (given as `--option VALUE` or `--option=VALUE`)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
+
+
 def resume_command(argv: list[str], run_dir: Path) -> str:
     """The command that resumes this run: the user's own command line (the one `--processes N` was given when
     there was one), with `--run-dir RUN --resume`."""
     line = os.environ.get("HFPIPE_COMMAND")
     args = shlex.split(line) if line else list(argv)
-    out, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg == "--run-dir":
-            skip = True
-        elif not arg.startswith("--run-dir=") and arg != "--resume":
-            out.append(arg)
+    out = [arg for arg in without_option(args, "--run-dir") if arg != "--resume"]
     if out and Path(out[0]).name in ("hfpipe", "__main__.py"):
         out[0] = "hfpipe"
     return shlex.join([*out, "--run-dir", str(run_dir), "--resume"])
