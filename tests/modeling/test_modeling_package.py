@@ -24,13 +24,6 @@ def test_importing_the_package_imports_neither_torch_nor_transformers():
     assert result.returncode == 0, result.stderr
 
 
-def test_architectures_are_plain_strings():
-    assert modeling.ARCHITECTURES == {
-        "hfpipe-transformer": ("configuration_hfpipe_transformer", "HfpipeTransformerConfig"),
-        "hfpipe-rnn": ("configuration_hfpipe_rnn", "HfpipeRNNConfig"),
-    }
-
-
 @pytest.mark.parametrize("architecture", sorted(modeling.ARCHITECTURES))
 def test_build_config_the_way_the_pipeline_calls_it(registered, architecture):
     config = modeling.build_config(
