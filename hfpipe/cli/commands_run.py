@@ -76,8 +76,8 @@ def finish(console, summary, command: str, as_json: bool) -> None:  # noqa: ANN0
 def print_summary(console, summary, task: str) -> None:  # noqa: ANN001 - rich/runner types stay lazy
     from rich.table import Table
 
-    keys = ("bleu", "chrf", "rougeL", "bleu_rouge_f1") if task == "translation" else \
-        ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "bleu_rouge_f1")
+    keys = ("bleu", "chrf", "rougeL", "bleu_rouge_f1", "length_ratio") if task == "translation" else \
+        ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "bleu_rouge_f1", "length_ratio")
     if summary.metrics:
         table = Table("split", *keys, "samples", title="results")
         for split, m in summary.metrics.items():

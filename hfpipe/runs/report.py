@@ -11,8 +11,8 @@ from typing import Any
 from hfpipe.runs.files import read_json_lenient
 from hfpipe.runs.history import read_run
 
-_TASK_KEYS = {"translation": ("bleu", "chrf", "rougeL", "bleu_rouge_f1"),
-              "summarization": ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu")}
+_TASK_KEYS = {"translation": ("bleu", "chrf", "rougeL", "bleu_rouge_f1", "length_ratio"),
+              "summarization": ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "length_ratio")}
 
 
 def cell(value: Any, limit: int = 160) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 
 from hfpipe.errors import RecipeError
 
-BUILT_IN = {"bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu_rouge_f1", "pred_words", "ref_words",
-            "num_samples", "by_length", "seconds"}
+BUILT_IN = {"bleu", "chrf", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu_rouge_f1", "length_ratio", "pred_words",
+            "ref_words", "num_samples", "by_length", "seconds"}
 
 
 def load_extra_metrics(specs: Sequence[str]) -> list[tuple[str, Any]]:

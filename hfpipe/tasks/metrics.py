@@ -147,10 +147,13 @@ def _split_latin(line: str) -> list[str]:
 # ------------------------------------------------------------------------------------------------------ scorers
 
 
-def _bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
+def _bleu(predictions: Sequence[str], references: Sequence[str]) -> tuple[float, float]:
+    """sacrebleu's corpus BLEU and its length ratio (system tokens / reference tokens, BLEU's own tokenizer):
+    below 1 the brevity penalty is in force, and a beam search that stops too early shows here first."""
     from sacrebleu.metrics import BLEU
 
-    return float(BLEU().corpus_score(list(predictions), [list(references)]).score)
+    result = BLEU().corpus_score(list(predictions), [list(references)])
+    return float(result.score), float(result.ratio)
 
 
 def _chrf(predictions: Sequence[str], references: Sequence[str]) -> float:
@@ -207,8 +210,9 @@ def compute_translation_metrics(
 ) -> dict[str, float]:
     """Score translations against one reference each.
 
-    Returns ``{"bleu": 0-100, "chrf": 0-100, "rougeL": 0-1, "bleu_rouge_f1": 0-1, "pred_words": float,
-    "ref_words": float}``: sacrebleu corpus BLEU and chrF (default settings), mean per-example ROUGE-L F-measure
+    Returns ``{"bleu": 0-100, "chrf": 0-100, "rougeL": 0-1, "bleu_rouge_f1": 0-1, "length_ratio": float,
+    "pred_words": float, "ref_words": float}``: sacrebleu corpus BLEU and chrF (default settings), BLEU's length
+    ratio (prediction tokens / reference tokens, as sacrebleu reports it), mean per-example ROUGE-L F-measure
     (rouge-score, ``use_stemmer=True``; see the module docstring on its ASCII-only default tokenizer and the
     ``tokenizer`` argument), the harmonic mean of BLEU/100 and ROUGE-L, and mean whitespace-word lengths.
     The settings behind the numbers are in :func:`metric_signatures`.
@@ -216,13 +220,14 @@ def compute_translation_metrics(
     Raises ``ValueError`` when the lists are empty or differ in length. Empty strings inside are fine.
     """
     _check_inputs(predictions, references)
-    bleu = _bleu(predictions, references)
+    bleu, length_ratio = _bleu(predictions, references)
     rouge_l = _rouge(predictions, references, ("rougeL",), tokenizer=tokenizer)["rougeL"]
     return {
         "bleu": bleu,
         "chrf": _chrf(predictions, references),
         "rougeL": rouge_l,
         "bleu_rouge_f1": _harmonic(bleu, rouge_l),
+        "length_ratio": length_ratio,
         "pred_words": _mean_words(predictions),
         "ref_words": _mean_words(references),
     }
@@ -234,7 +239,7 @@ def compute_summarization_metrics(
     """Score summaries against one reference each.
 
     Returns ``{"rouge1", "rouge2", "rougeL", "rougeLsum"}`` (0-1), ``"bleu"`` (0-100), ``"bleu_rouge_f1"``
-    (0-1), ``"pred_words"`` and ``"ref_words"``. ROUGE values are rouge-score F-measures with
+    (0-1), ``"length_ratio"`` (sacrebleu's, prediction / reference tokens), ``"pred_words"`` and ``"ref_words"``. ROUGE values are rouge-score F-measures with
     ``use_stemmer=True``, aggregated as the mean of per-example F-measures (``evaluate``'s ``"rouge"`` reports the
     unseeded bootstrap median of resampled means instead; measured on the summarization test split with
     first-10-words predictions, it sat within 5e-4 of this mean over 10 seeds on 1,164 rows and within 2e-3 on 60
@@ -248,7 +253,7 @@ def compute_summarization_metrics(
     result: dict[str, float] = dict(
         _rouge(predictions, references, ("rouge1", "rouge2", "rougeL", "rougeLsum"), tokenizer=tokenizer)
     )
-    result["bleu"] = _bleu(predictions, references)
+    result["bleu"], result["length_ratio"] = _bleu(predictions, references)
     result["bleu_rouge_f1"] = _harmonic(result["bleu"], result["rougeL"])
     result["pred_words"] = _mean_words(predictions)
     result["ref_words"] = _mean_words(references)
@@ -370,7 +375,7 @@ def metrics_by_length(
             preds = [predictions[i] for i in idx]
             refs = [references[i] for i in idx]
             if metric == "bleu":
-                value = _bleu(preds, refs)
+                value = _bleu(preds, refs)[0]
             else:
                 value = _rouge(preds, refs, (metric,), tokenizer=tokenizer)[metric]
         out.append(

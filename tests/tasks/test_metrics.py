@@ -69,8 +69,9 @@ def _hmean(bleu, rouge_l):
 def test_translation_matches_libraries(mt, pred_key):
     preds, refs = mt[pred_key], mt["de"]
     got = M.compute_translation_metrics(preds, refs)
-    assert set(got) == {"bleu", "chrf", "rougeL", "bleu_rouge_f1", "pred_words", "ref_words"}
+    assert set(got) == {"bleu", "chrf", "rougeL", "bleu_rouge_f1", "length_ratio", "pred_words", "ref_words"}
     assert got["bleu"] == sacrebleu.corpus_bleu(preds, [refs]).score
+    assert got["length_ratio"] == sacrebleu.corpus_bleu(preds, [refs]).ratio
     assert got["chrf"] == sacrebleu.corpus_chrf(preds, [refs]).score
     assert got["rougeL"] == pytest.approx(_rouge_mean(preds, refs, "rougeL"), abs=1e-12)
     assert got["bleu_rouge_f1"] == pytest.approx(_hmean(got["bleu"], got["rougeL"]), abs=1e-12)
@@ -119,8 +120,9 @@ def test_summarization_matches_libraries(summ, pred_key):
     preds, refs = summ[pred_key], summ["summary"]
     got = M.compute_summarization_metrics(preds, refs)
     assert set(got) == {
-        "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "bleu_rouge_f1", "pred_words", "ref_words"
+        "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "bleu_rouge_f1", "length_ratio", "pred_words", "ref_words"
     }
+    assert got["length_ratio"] == sacrebleu.corpus_bleu(preds, [refs]).ratio
     for t in ("rouge1", "rouge2", "rougeL"):
         assert got[t] == pytest.approx(_rouge_mean(preds, refs, t), abs=1e-12), t
     assert got["rougeLsum"] == pytest.approx(_rouge_mean(preds, refs, "rougeLsum", split=True), abs=1e-12)
