@@ -33,13 +33,16 @@ class GenerationSettings:
     no_repeat_ngram_size: int = 0
     repetition_penalty: float = 1.0
     batch_size: int = 64
+    min_length_ratio: float | None = None
+    max_length_ratio: float | None = None
 
     @classmethod
     def from_recipe(cls, cfg: EvaluateConfig, max_new_tokens: int, *, num_beams: int | None = None) -> GenerationSettings:
         return cls(max_new_tokens=cfg.max_new_tokens or max_new_tokens,
                    num_beams=num_beams if num_beams is not None else cfg.num_beams,
                    length_penalty=cfg.length_penalty, no_repeat_ngram_size=cfg.no_repeat_ngram_size,
-                   repetition_penalty=cfg.repetition_penalty, batch_size=cfg.batch_size)
+                   repetition_penalty=cfg.repetition_penalty, batch_size=cfg.batch_size,
+                   min_length_ratio=cfg.min_length_ratio, max_length_ratio=cfg.max_length_ratio)
 
     def generate_kwargs(self) -> dict[str, Any]:
         # Always explicit: transformers otherwise falls back to max_length=20 and silently cuts outputs.
@@ -52,6 +55,26 @@ class GenerationSettings:
         if self.repetition_penalty != 1.0:
             kwargs["repetition_penalty"] = self.repetition_penalty
         return kwargs
+
+    def saved_config(self) -> dict[str, Any]:
+        """What goes into the saved model's generation_config.json: generate's own settings, and the source-length
+        limits under hfpipe_* keys (transformers keeps unknown keys and ignores them; `hfpipe predict` applies them)."""
+        saved = self.generate_kwargs()
+        if self.min_length_ratio is not None:
+            saved["hfpipe_min_length_ratio"] = self.min_length_ratio
+        if self.max_length_ratio is not None:
+            saved["hfpipe_max_length_ratio"] = self.max_length_ratio
+        return saved
+
+    def logits_processors(self, source_lengths: list[int], eos_token_id: int | list[int] | None) -> list[Any]:
+        """The per-batch processors these settings need (none without length ratios or an end token)."""
+        if (self.min_length_ratio is None and self.max_length_ratio is None) or eos_token_id is None:
+            return []
+        from hfpipe.pipeline.length_limits import SourceLengthLimits
+
+        return [SourceLengthLimits(source_lengths, eos_token_id=eos_token_id, num_beams=self.num_beams,
+                                   max_new_tokens=self.max_new_tokens, min_ratio=self.min_length_ratio,
+                                   max_ratio=self.max_length_ratio)]
 
 
 def default_max_new_tokens(label_lengths: list[int]) -> int:
@@ -87,6 +110,12 @@ def generate_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s
         for batch in mine:
             enc = tokenizer([sources[i] for i in batch], max_length=max_source_length, truncation=True,
                             padding=True, return_tensors="pt").to(accelerator.device)
+            processors = settings.logits_processors(enc["attention_mask"].sum(dim=1).tolist(),
+                                                    unwrapped.generation_config.eos_token_id)
+            if processors:
+                from transformers import LogitsProcessorList
+
+                kwargs["logits_processor"] = LogitsProcessorList(processors)
             with torch.inference_mode(), accelerator.autocast():
                 out = unwrapped.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
             texts = [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]

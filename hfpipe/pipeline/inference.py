@@ -85,7 +85,8 @@ def predict_lines(target: str, lines: list[str], *, num_beams: int | None = None
         max_new_tokens=max_new_tokens or gc.max_new_tokens or 128, num_beams=num_beams or gc.num_beams or 1,
         length_penalty=gc.length_penalty if gc.length_penalty is not None else 1.0,
         no_repeat_ngram_size=gc.no_repeat_ngram_size or 0, repetition_penalty=gc.repetition_penalty or 1.0,
-        batch_size=batch_size)
+        batch_size=batch_size, min_length_ratio=getattr(gc, "hfpipe_min_length_ratio", None),
+        max_length_ratio=getattr(gc, "hfpipe_max_length_ratio", None))
     quiet_libraries()
     accelerator = Accelerator()
     model = model.to(accelerator.device)

@@ -282,7 +282,7 @@ def _train_and_evaluate(loaded: LoadedRecipe, accelerator: Accelerator, run: Run
         if accelerator.is_main_process:
             from hfpipe.pipeline.models import position_limit
 
-            save_final_model(model, prepared.tokenizer, run.model, generation.generate_kwargs(),
+            save_final_model(model, prepared.tokenizer, run.model, generation.saved_config(),
                              max_positions=position_limit(getattr(model, "module", model).config.to_dict()))
             from hfpipe.runs.plots import plot_curves
 

@@ -182,6 +182,12 @@ class EvaluateConfig(Section):
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = Field(0, ge=0)
     repetition_penalty: float = Field(1.0, gt=0)
+    min_length_ratio: float | None = Field(
+        None, ge=0, description="Outputs get at least this many tokens per source token: the end token is "
+                                "forbidden before (greedy and beam search; saved with the model for `predict`).")
+    max_length_ratio: float | None = Field(
+        None, gt=0, description="Outputs are cut at this many tokens per source token, plus 5 (and at "
+                                "max_new_tokens).")
     batch_size: int = Field(64, gt=0)
     max_samples: int | None = Field(None, gt=0)
     length_buckets: list[int] = Field(default_factory=lambda: [10, 20, 30, 50],
@@ -192,6 +198,14 @@ class EvaluateConfig(Section):
                                      description="More metrics, loaded with evaluate.load: a local metric script "
                                                  "(file or folder) or, with HF_HUB_OFFLINE=0, a Hub metric id. "
                                                  "Reported next to the built-in ones.")
+
+    @model_validator(mode="after")
+    def _length_ratios(self) -> EvaluateConfig:
+        if (self.min_length_ratio is not None and self.max_length_ratio is not None
+                and self.min_length_ratio > self.max_length_ratio):
+            raise ValueError(f"min_length_ratio ({self.min_length_ratio}) is above max_length_ratio "
+                             f"({self.max_length_ratio})")
+        return self
 
     @field_validator("length_buckets")
     @classmethod

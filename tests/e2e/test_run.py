@@ -40,6 +40,7 @@ def translation_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mt")
     recipe = tiny_recipe("translation")
     recipe["data"]["files"]["validation"] = str(_unmatchable_validation(tmp))
+    recipe["evaluate"]["max_length_ratio"] = 3.0  # saved with the model for `predict` (see test_model_loads_...)
     recipe = write_recipe(tmp, recipe)
     run_dir = tmp / "run"
     env = {**os.environ, "HFPIPE_CACHE": str(tmp / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
@@ -141,6 +142,7 @@ def test_model_loads_without_hfpipe(translation_run, tmp_path):
         model = AutoModelForSeq2SeqLM.from_pretrained({str(model_dir)!r})
         out = model.generate(**tok(["This package contains the documentation."], return_tensors="pt"))
         assert model.generation_config.max_new_tokens == 24, model.generation_config
+        assert model.generation_config.hfpipe_max_length_ratio == 3.0, "kept, and harmless to transformers"
         print(tok.decode(out[0], skip_special_tokens=True))
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
