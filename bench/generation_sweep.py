@@ -40,7 +40,7 @@ def main() -> None:
             sys.exit(f"{overrides} failed:\n{proc.stderr[-3000:]}")
         summary = json.loads(proc.stdout)
         rows.append((overrides or "(recipe)", summary["metrics"][args.split], summary.get("timings", {})))
-    task = "translation" if "bleu" in rows[0][1] and "rougeL" not in rows[0][1] else "summarization"
+    task = "translation" if "chrf" in rows[0][1] else "summarization"
     cols = COLUMNS[task]
     lines = [f"| settings ({Path(args.run_dir).name}, {args.split}) | " + " | ".join(cols) + " |",
              "| --- | " + " | ".join("---" for _ in cols) + " |"]
