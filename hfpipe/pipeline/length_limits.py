@@ -27,7 +27,9 @@ def length_bounds(source_lengths: list[int], *, min_ratio: float | None, max_rat
     counted without the decoder's start token and both within max_new_tokens."""
     lows, highs = [], []
     for n in source_lengths:
-        high = max_new_tokens if max_ratio is None else min(max_new_tokens, math.floor(max_ratio * n) + MAX_LENGTH_SLACK)
+        high = max_new_tokens
+        if max_ratio is not None:
+            high = min(max_new_tokens, math.floor(max_ratio * n) + MAX_LENGTH_SLACK)
         low = 0 if min_ratio is None else min(math.ceil(min_ratio * n), high)
         lows.append(low)
         highs.append(high)
@@ -56,17 +58,16 @@ class SourceLengthLimits(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         import torch
 
+        if self.low.device != scores.device:
+            self.low, self.high, self.eos = (t.to(scores.device) for t in (self.low, self.high, self.eos))
         generated = input_ids.shape[-1] - self.start_length
-        low, high, eos = self.low.to(scores.device), self.high.to(scores.device), self.eos.to(scores.device)
-        scores = scores.clone()
-        too_short = generated < low                                     # (rows × beams,)
-        if too_short.any():
-            block = scores[too_short]
-            block[:, eos] = -math.inf
-            scores[too_short] = block
-        at_limit = generated >= high
-        if at_limit.any():
-            forced = torch.full_like(scores[at_limit], -math.inf)
-            forced[:, eos[0]] = 0.0
-            scores[at_limit] = forced
-        return scores
+        # Masks, not indexing by them: no host synchronisation per decoding step on a GPU.
+        too_short = (generated < self.low)[:, None]                      # (rows × beams, 1)
+        at_limit = (generated >= self.high)[:, None]                     # (rows × beams, 1)
+        is_eos = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+        is_eos[self.eos] = True                                          # (vocab,)
+        first_eos = torch.zeros_like(is_eos)
+        first_eos[self.eos[0]] = True
+        scores = scores.masked_fill(too_short & is_eos, -math.inf)
+        forced = torch.where(first_eos, 0.0, -math.inf).to(scores.dtype)  # (vocab,)
+        return torch.where(at_limit, forced, scores)
