@@ -57,6 +57,7 @@ def load_model_folder(source: str, target: str | None = None, *, trust_remote_co
     from hfpipe.pipeline.models import load_model
 
     model = load_model(source, trust_remote_code=trust_remote_code)
+    _restore_hfpipe_generation_keys(model, source)
     only_local = local_files_only(source, "tokenizer", files=TOKENIZER_FILES)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=only_local,
@@ -70,6 +71,25 @@ def load_model_folder(source: str, target: str | None = None, *, trust_remote_co
                          hint="save the tokenizer the model was trained with next to it (a run's model/ folder "
                               "holds both)")
     return model, tokenizer
+
+
+def _restore_hfpipe_generation_keys(model: PreTrainedModel, source: str) -> None:
+    """Put the hfpipe_* keys of the saved generation_config.json (the source-length limits) back on the loaded
+    model: transformers saves unknown keys but drops them when it loads a generation config, so the file is read."""
+    path: Path | str | None = Path(source) / "generation_config.json"
+    if not Path(source).is_dir():  # a Hub id: the copy in the local cache, which loading the model just filled
+        from huggingface_hub import try_to_load_from_cache
+
+        path = try_to_load_from_cache(source, "generation_config.json")
+    if not isinstance(path, (str, Path)) or not Path(path).is_file():
+        return
+    try:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # transformers read it already; a file it could not read is its error to report
+        return
+    for key, value in saved.items():
+        if key.startswith("hfpipe_"):
+            setattr(model.generation_config, key, value)
 
 
 def predict_lines(target: str, lines: list[str], *, num_beams: int | None = None, max_new_tokens: int | None = None,

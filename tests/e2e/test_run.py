@@ -142,13 +142,25 @@ def test_model_loads_without_hfpipe(translation_run, tmp_path):
         model = AutoModelForSeq2SeqLM.from_pretrained({str(model_dir)!r})
         out = model.generate(**tok(["This package contains the documentation."], return_tensors="pt"))
         assert model.generation_config.max_new_tokens == 24, model.generation_config
-        assert model.generation_config.hfpipe_max_length_ratio == 3.0, "kept, and harmless to transformers"
         print(tok.decode(out[0], skip_special_tokens=True))
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_saved_length_limits_are_applied_when_the_model_is_loaded(translation_run):
+    """evaluate.max_length_ratio is saved with the model (transformers keeps the key in the file but drops it on
+    load) and hfpipe's loader, which `predict` uses, puts it back."""
+    from hfpipe.pipeline.inference import load_model_and_tokenizer
+
+    run_dir = translation_run["run_dir"]
+    saved = json.loads((run_dir / "model" / "generation_config.json").read_text())
+    assert saved["hfpipe_max_length_ratio"] == 3.0 and "hfpipe_min_length_ratio" not in saved
+    for target in (run_dir, run_dir / "model"):
+        model, _, _ = load_model_and_tokenizer(str(target))
+        assert model.generation_config.hfpipe_max_length_ratio == 3.0
 
 
 def test_rerun_with_new_train_settings_reuses_tokenization(translation_run, run_cli, tmp_path):

@@ -100,14 +100,3 @@ def test_settings_save_the_ratios_beside_generates_own_keys():
     assert saved["hfpipe_min_length_ratio"] == 0.8 and saved["hfpipe_max_length_ratio"] == 2.0
     assert "hfpipe_min_length_ratio" not in limited.generate_kwargs(), "generate() would refuse an unknown kwarg"
     assert limited.logits_processors([3], None) == [], "a model without an end token gets no limits"
-
-
-def test_saved_ratios_survive_a_generation_config_round_trip(tmp_path):
-    from transformers import GenerationConfig
-
-    config = GenerationConfig(max_new_tokens=20, num_beams=4, eos_token_id=EOS)
-    for key, value in GenerationSettings(max_new_tokens=20, num_beams=4, min_length_ratio=0.8).saved_config().items():
-        setattr(config, key, value)
-    config.save_pretrained(tmp_path)
-    loaded = GenerationConfig.from_pretrained(tmp_path)
-    assert loaded.hfpipe_min_length_ratio == 0.8 and loaded.num_beams == 4
