@@ -211,3 +211,31 @@ def test_recipes_lists_the_shipped_recipes(run_hfpipe) -> None:
         row = [line for line in lines if f"recipes/{path.name}" in line]
         assert len(row) == 1, (path.name, out)
         assert load_recipe(path).recipe.task in row[0], row[0]  # also for a recipe that `extends` another
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "64"), ("7", "7")])
+def test_cli_caps_onednn_kernel_cache_unless_the_user_did(preset, expected, tmp_path: Path) -> None:
+    """The CLI puts ONEDNN_PRIMITIVE_CACHE_CAPACITY in the environment before anything loads torch (bf16 training
+    grew RSS by GB without it); a value already set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = textwrap.dedent("""
+        import os, sys
+        sys.argv = ["hfpipe", "--version"]
+        from hfpipe.cli import main
+        try:
+            main()
+        except SystemExit:
+            pass
+        print("torch loaded" if "torch" in sys.modules else "no torch", os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY"))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if preset is not None:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = preset
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1] == f"no torch {expected}"
