@@ -229,7 +229,8 @@ def test_cli_caps_onednn_kernel_cache_unless_the_user_did(preset, expected, tmp_
             main()
         except SystemExit:
             pass
-        print("torch loaded" if "torch" in sys.modules else "no torch", os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY"))
+        loaded = "torch loaded" if "torch" in sys.modules else "no torch"
+        print(loaded, os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY"))
     """)
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
     if preset is not None:
