@@ -39,12 +39,12 @@ def main() -> None:
         if proc.returncode != 0:
             sys.exit(f"{overrides} failed:\n{proc.stderr[-3000:]}")
         summary = json.loads(proc.stdout)
-        rows.append((overrides or "(recipe)", summary["metrics"][args.split], summary.get("timings", {})))
+        rows.append((overrides or "(recipe)", summary["metrics"][args.split]))
     task = "translation" if "chrf" in rows[0][1] else "summarization"
     cols = COLUMNS[task]
     lines = [f"| settings ({Path(args.run_dir).name}, {args.split}) | " + " | ".join(cols) + " |",
              "| --- | " + " | ".join("---" for _ in cols) + " |"]
-    for label, metrics, _ in rows:
+    for label, metrics in rows:
         lines.append(f"| {label} | " + " | ".join(f"{metrics.get(c, float('nan')):.4g}" for c in cols) + " |")
     print("\n".join(lines))
 

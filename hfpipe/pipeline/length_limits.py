@@ -58,16 +58,16 @@ class SourceLengthLimits(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         import torch
 
-        if self.low.device != scores.device:
+        if self.low.device != scores.device or not hasattr(self, "forced"):
+            # Built once per generate() call (the vocabulary and device do not change between steps).
             self.low, self.high, self.eos = (t.to(scores.device) for t in (self.low, self.high, self.eos))
+            self.is_eos = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
+            self.is_eos[self.eos] = True                                      # (vocab,)
+            self.forced = torch.full((scores.shape[-1],), -math.inf, dtype=scores.dtype, device=scores.device)
+            self.forced[self.eos[0]] = 0.0                                    # (vocab,)
         generated = input_ids.shape[-1] - self.start_length
         # Masks, not indexing by them: no host synchronisation per decoding step on a GPU.
         too_short = (generated < self.low)[:, None]                      # (rows × beams, 1)
         at_limit = (generated >= self.high)[:, None]                     # (rows × beams, 1)
-        is_eos = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
-        is_eos[self.eos] = True                                          # (vocab,)
-        first_eos = torch.zeros_like(is_eos)
-        first_eos[self.eos[0]] = True
-        scores = scores.masked_fill(too_short & is_eos, -math.inf)
-        forced = torch.where(first_eos, 0.0, -math.inf).to(scores.dtype)  # (vocab,)
-        return torch.where(at_limit, forced, scores)
+        scores = scores.masked_fill(too_short & self.is_eos, -math.inf)
+        return torch.where(at_limit, self.forced, scores)
