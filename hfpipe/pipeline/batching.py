@@ -34,7 +34,8 @@ class LengthGroupedBatches:
     and silently drops every round whose last batch is not full."""
 
     def __init__(self, source_lengths: list[int], target_lengths: list[int], *, max_rows: int,
-                 max_tokens: int | None, seed: int, group_by_length: bool = True, group: int = 1) -> None:
+                 max_tokens: int | None, seed: int, group_by_length: bool = True, group: int = 1,
+                 pad_to_multiple_of: int = 1) -> None:
         if len(source_lengths) < group:
             raise DataError(f"the training split has {len(source_lengths)} rows, fewer than the {group} batches "
                             "one optimizer step needs (processes × train.gradient_accumulation_steps)",
@@ -42,6 +43,7 @@ class LengthGroupedBatches:
         self.src, self.tgt = source_lengths, target_lengths
         self.max_rows, self.max_tokens = max_rows, max_tokens
         self.seed, self.group_by_length, self.group = seed, group_by_length, group
+        self.multiple = pad_to_multiple_of
         self.epoch = 0
         self._cache: tuple[int, list[list[int]]] | None = None
 
@@ -68,7 +70,7 @@ class LengthGroupedBatches:
             max_src = max_tgt = 0
             for i in chunk:
                 new_src, new_tgt = max(max_src, self.src[i]), max(max_tgt, self.tgt[i])
-                cost = (new_src + new_tgt) * (len(batch) + 1)
+                cost = (padded(new_src, self.multiple) + padded(new_tgt, self.multiple)) * (len(batch) + 1)
                 if batch and (len(batch) >= self.max_rows or (self.max_tokens and cost > self.max_tokens)):
                     batches.append(batch)
                     batch, new_src, new_tgt = [], self.src[i], self.tgt[i]
@@ -108,17 +110,24 @@ class LengthGroupedBatches:
                 for k in range(0, len(batches), self.group)]
 
 
+def padded(length: int, multiple: int) -> int:
+    """`length` rounded up to a multiple of `multiple`."""
+    return -(-length // multiple) * multiple
+
+
 @dataclass
 class Collator:
-    """Pads `input_ids` with the pad id and `labels` with -100 (ignored by the loss), per batch."""
+    """Pads `input_ids` with the pad id and `labels` with -100 (ignored by the loss), per batch, to the longest row
+    rounded up to a multiple of `pad_to_multiple_of`."""
 
     pad_token_id: int
+    pad_to_multiple_of: int = 1
 
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         import torch
 
-        src_len = max(len(r["input_ids"]) for r in rows)
-        tgt_len = max(len(r["labels"]) for r in rows)
+        src_len = padded(max(len(r["input_ids"]) for r in rows), self.pad_to_multiple_of)
+        tgt_len = padded(max(len(r["labels"]) for r in rows), self.pad_to_multiple_of)
         input_ids = torch.full((len(rows), src_len), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), src_len), dtype=torch.long)
         labels = torch.full((len(rows), tgt_len), -100, dtype=torch.long)
@@ -140,9 +149,10 @@ def make_loader(train_set: Dataset, cfg: TrainConfig, *, pad_token_id: int,
 
     src_len, tgt_len = token_lengths(train_set, "input_ids"), token_lengths(train_set, "labels")
     sampler = LengthGroupedBatches(src_len, tgt_len, max_rows=cfg.batch_size, max_tokens=cfg.batch_tokens,
-                                   seed=cfg.seed, group_by_length=cfg.group_by_length, group=group)
+                                   seed=cfg.seed, group_by_length=cfg.group_by_length, group=group,
+                                   pad_to_multiple_of=cfg.pad_to_multiple_of)
     loader = DataLoader(train_set.with_format(None, columns=["input_ids", "labels"]), batch_sampler=sampler,
-                        collate_fn=Collator(pad_token_id), num_workers=cfg.dataloader_workers,
+                        collate_fn=Collator(pad_token_id, cfg.pad_to_multiple_of), num_workers=cfg.dataloader_workers,
                         # Its own generator: starting an epoch draws a seed from it, and drawing from the global
                         # one would shift dropout's random stream between a resumed and an uninterrupted run.
                         generator=torch.Generator().manual_seed(cfg.seed))

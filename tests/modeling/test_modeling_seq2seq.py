@@ -145,6 +145,32 @@ def test_labels_give_the_shifted_cross_entropy(build, sources, name):
     assert out.cache is None
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_padding_to_a_multiple_changes_neither_loss_nor_gradients(build, name):
+    """`train.pad_to_multiple_of` pads batches past their longest row (fewer kernel shapes); the extra source
+    positions are masked and the extra labels ignored, so the loss and every gradient are those of the tight batch."""
+    from hfpipe.pipeline.batching import Collator
+
+    generator = torch.Generator().manual_seed(1)
+    rows = [{"input_ids": torch.randint(3, VOCAB, (n,), generator=generator).tolist() + [EOS],
+             "labels": torch.randint(3, VOCAB, (m,), generator=generator).tolist() + [EOS]}
+            for n, m in [(6, 4), (3, 5), (1, 1)]]
+    results = []
+    for multiple in (1, 8):
+        batch = Collator(PAD, pad_to_multiple_of=multiple)(rows)
+        assert batch["input_ids"].shape[1] == (7 if multiple == 1 else 8)
+        assert batch["labels"].shape[1] == (6 if multiple == 1 else 8)
+        model = build(name).train()
+        loss = model(**batch).loss
+        loss.backward()
+        results.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
+    (tight_loss, tight_grads), (padded_loss, padded_grads) = results
+    torch.testing.assert_close(padded_loss, tight_loss)
+    assert tight_grads.keys() == padded_grads.keys() and tight_grads
+    for key, grad in tight_grads.items():
+        torch.testing.assert_close(padded_grads[key], grad, msg=key)
+
+
 @pytest.mark.parametrize("architecture", ["hfpipe-transformer", "hfpipe-rnn"])
 def test_special_tokens_are_checked_with_their_values(architecture):
     tokens = dict(vocab_size=VOCAB, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, decoder_start_token_id=BOS)

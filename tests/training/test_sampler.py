@@ -27,6 +27,10 @@ def _shards(sampler: LengthGroupedBatches, processes: int) -> list[list[list[int
     return out
 
 
+def _round_up(n: int, multiple: int) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
 lengths = st.lists(st.integers(min_value=1, max_value=120), min_size=1, max_size=400)
 
 
@@ -38,28 +42,32 @@ def test_every_row_once_and_equal_batches_on_every_process(src, data):
     tgt = data.draw(st.lists(st.integers(min_value=1, max_value=80), min_size=len(src), max_size=len(src)))
     max_tokens = data.draw(st.sampled_from([None, 64, 300, 2000]), label="max_tokens")
     max_rows = data.draw(st.integers(min_value=1, max_value=64), label="max_rows")
+    multiple = data.draw(st.sampled_from([1, 8, 16]), label="pad_to_multiple_of")
     if len(src) < processes * accumulation:
         with pytest.raises(DataError, match="fewer than"):
             LengthGroupedBatches(src, tgt, max_rows=max_rows, max_tokens=max_tokens, seed=3,
                                  group=processes * accumulation)
         return
     sampler = LengthGroupedBatches(src, tgt, max_rows=max_rows, max_tokens=max_tokens, seed=3,
-                                   group=processes * accumulation)
+                                   group=processes * accumulation, pad_to_multiple_of=multiple)
     # The plan before it is evened out to a multiple of the group: when there are too few multi-row batches to
     # split, one-row batches are merged instead, and only those merged ones may exceed the budget.
-    unsplit = LengthGroupedBatches(src, tgt, max_rows=max_rows, max_tokens=max_tokens, seed=3, group=1)
+    unsplit = LengthGroupedBatches(src, tgt, max_rows=max_rows, max_tokens=max_tokens, seed=3, group=1,
+                                   pad_to_multiple_of=multiple)
     for epoch in (0, 1):
         sampler.set_epoch(epoch)
         unsplit.set_epoch(epoch)
         shards = _shards(sampler, processes)
         again = LengthGroupedBatches(src, tgt, max_rows=max_rows, max_tokens=max_tokens, seed=3,
-                                     group=processes * accumulation)
+                                     group=processes * accumulation, pad_to_multiple_of=multiple)
         again.set_epoch(epoch)
         assert _shards(again, processes) == shards, "the same batches on the same processes for a seed"
         merged = len(src) - len(unsplit) < -len(unsplit) % (processes * accumulation)
         for batch in sampler:
             assert len(batch) <= max_rows or merged
-            padded = (max(src[i] for i in batch) + max(tgt[i] for i in batch)) * len(batch)
+            # The budget counts the tokens as the collator pads them, rounded up to the multiple.
+            padded = (_round_up(max(src[i] for i in batch), multiple)
+                      + _round_up(max(tgt[i] for i in batch), multiple)) * len(batch)
             assert len(batch) == 1 or max_tokens is None or padded <= max_tokens or merged, (batch, padded)
         counts = {len(s) for s in shards}
         assert len(counts) == 1, f"processes get different numbers of batches: {counts}"
