@@ -157,7 +157,8 @@ def build_model_card(run_dir: Path, repo_id: str) -> str:
     hub_config = data.get("hub_config") if isinstance(data.get("hub_config"), str) else None
     hub_revision = data.get("hub_revision") if isinstance(data.get("hub_revision"), str) else None
     files = _as_dict(data.get("files"))
-    local_names = [Path(p).name for p in files.values() if isinstance(p, str)]
+    local_names = [Path(p).name for v in files.values() for p in (v if isinstance(v, list) else [v])
+                   if isinstance(p, str)]
     if hub_dataset:
         dataset_type, dataset_name = hub_dataset, hub_dataset + (f" ({hub_config})" if hub_config else "")
     else:

@@ -192,22 +192,31 @@ def cached_example_table(key: str, fill: Any) -> tuple[ExampleTable, dict[str, A
     return ExampleTable(dataset, meta["sha256"][:20]), meta
 
 
-def _read_file(path: Path, task: str, data: DataConfig) -> tuple[ExampleTable, SourceFile]:
-    check_data_file(path)
-    try:
-        sha = sha256_of(path)
-    except OSError as err:
-        raise DataError(f"cannot read {path.name}: {err.strerror or err}", where=str(path),
-                        hint="check the file's permissions") from None
-    key = fingerprint({"file": sha, **_extraction_settings(task, data)})
+def _read_files(paths: list[Path], task: str, data: DataConfig) -> tuple[ExampleTable, list[SourceFile]]:
+    """One split from its files, rows in the order listed, cached as one table keyed by every file's content."""
+    shas = []
+    for path in paths:
+        check_data_file(path)
+        try:
+            shas.append(sha256_of(path))
+        except OSError as err:
+            raise DataError(f"cannot read {path.name}: {err.strerror or err}", where=str(path),
+                            hint="check the file's permissions") from None
+    # One file keeps the key it always had, so caches filled before lists of files existed stay valid.
+    content = {"file": shas[0]} if len(shas) == 1 else {"files": shas}
+    key = fingerprint({**content, **_extraction_settings(task, data)})
 
     def fill(folder: Path) -> dict[str, Any]:
-        counts = {"dropped": 0}
-        meta = write_example_table(iter_examples(path, task, data, counts), folder)  # type: ignore[arg-type]
-        return {**meta, "dropped": counts["dropped"]}
+        counts = [{"kept": 0, "dropped": 0} for _ in paths]
+        rows = (e for path, c in zip(paths, counts) for e in iter_examples(path, task, data, c))
+        meta = write_example_table(rows, folder)  # type: ignore[arg-type]
+        return {**meta, "dropped": sum(c["dropped"] for c in counts), "per_file": counts}
 
     table, meta = cached_example_table(key, fill)
-    return table, SourceFile("", str(path), sha, meta["rows"] + meta["dropped"], meta["dropped"])
+    # Entries cached before lists of files existed have no per-file counts: they were always of one file.
+    per_file = meta.get("per_file") or [{"kept": meta["rows"], "dropped": meta["dropped"]}]
+    return table, [SourceFile("", str(path), sha, c["kept"] + c["dropped"], c["dropped"])
+                   for path, sha, c in zip(paths, shas, per_file)]
 
 
 def _subset(examples: ExampleTable, n: int | None, seed: int) -> ExampleTable:
@@ -244,12 +253,13 @@ def read_splits(recipe: Recipe) -> tuple[dict[str, ExampleTable], DataReport]:
     splits: dict[str, ExampleTable] = {}
     if data.files is not None:
         for split in SPLITS:
-            name = getattr(data.files, split)
-            if name is None:
+            paths = data.files.paths(split)
+            if not paths:
                 continue
-            table, source_file = _read_file(Path(name), recipe.task, data)
-            source_file.split = split
-            report.files.append(source_file)
+            table, source_files = _read_files([Path(p) for p in paths], recipe.task, data)
+            for source_file in source_files:
+                source_file.split = split
+            report.files.extend(source_files)
             splits[split] = table
     else:
         splits = _read_hub(recipe)

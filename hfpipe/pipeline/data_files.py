@@ -274,6 +274,8 @@ def iter_examples(path: Path, task: Task, data: DataConfig, counts: dict[str, in
             numeric[key] = numeric.get(key, 0) + 1
             first.setdefault(key, where_value)
         kept += 1
+        if counts is not None:
+            counts["kept"] = kept
         yield example
         if limit is not None and kept >= limit:
             break

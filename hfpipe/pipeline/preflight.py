@@ -74,15 +74,24 @@ def preflight(loaded: LoadedRecipe) -> PreflightReport:
     d = recipe.data
     if d.files is not None:
         for split in ("train", "validation", "test"):
-            name = getattr(d.files, split)
-            if name is None:
+            paths = d.files.paths(split)
+            if not paths:
                 continue
-            try:
-                examples, dropped = read_examples(Path(name), recipe.task, d)
-            except DataError as err:
-                report.errors.append(f"data.files.{split}: {err.message}" + (f" ({err.where})" if err.where else "")
-                                     + (f"; fix: {err.hint}" if err.hint else ""))
+            examples, dropped, failed = [], 0, False
+            for k, name in enumerate(paths):
+                key = f"data.files.{split}" + (f".{k}" if len(paths) > 1 else "")
+                try:
+                    more, more_dropped = read_examples(Path(name), recipe.task, d)
+                except DataError as err:
+                    report.errors.append(f"{key}: {err.message}" + (f" ({err.where})" if err.where else "")
+                                         + (f"; fix: {err.hint}" if err.hint else ""))
+                    failed = True
+                    continue
+                examples += more
+                dropped += more_dropped
+            if failed:
                 continue
+            name = ", ".join(paths)
             report.rows[split], report.dropped[split] = len(examples), dropped
             splits[split] = examples
             if not examples and not dropped:

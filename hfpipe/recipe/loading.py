@@ -214,13 +214,23 @@ def _resolved(path: Path) -> str:
         return str(path)
 
 
+def _resolved_file(value: Any, base: Path | None) -> Any:
+    """A file key's value with `~` expanded and, given `base`, relative paths resolved against it; a list (a split
+    in several files) entry by entry; anything else is left for the schema to reject."""
+    if isinstance(value, list):
+        return [_resolved_file(v, base) for v in value]
+    if not isinstance(value, str) or not value:  # "" stays "", for the schema to name
+        return value
+    if base is not None and not _expanduser(value).is_absolute():
+        return _resolved(base / value)
+    return str(_expanduser(value)) if base is not None else _resolved(_expanduser(value))
+
+
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     for keys in _FILE_KEYS:
         value = _get(data, keys)
-        if isinstance(value, str) and value and not _expanduser(value).is_absolute():
-            _set(data, keys, _resolved(base / value))
-        elif isinstance(value, str):
-            _set(data, keys, str(_expanduser(value)))
+        if isinstance(value, (str, list)):
+            _set(data, keys, _resolved_file(value, base))
     for keys in _MAYBE_PATH_KEYS:
         value = _get(data, keys)
         if isinstance(value, str) and value:
@@ -319,8 +329,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], lines: dict[tupl
             issues.append(Issue(".".join(keys), f"the value is nested more than {_MAX_RECIPE_DEPTH} levels deep",
                                 f"--set {item}"))
             continue
-        if keys in _FILE_KEYS and isinstance(value, str):
-            value = _resolved(_expanduser(value))
+        if keys in _FILE_KEYS:
+            value = _resolved_file(value, None)
         if keys in _MAYBE_PATH_KEYS and isinstance(value, str) and _expanduser(value).exists():
             value = _resolved(_expanduser(value))
         for n in range(1, len(keys)):  # a value the override replaces with a mapping: the error is the override's
@@ -484,8 +494,10 @@ def _missing_data_files(data: dict[str, Any], lines: dict[tuple[str, ...], str])
     issues = []
     for keys in _FILE_KEYS:
         value = _get(data, keys)
-        if isinstance(value, str) and value and not Path(value).is_file():
-            issues.append(Issue(".".join(keys), f"file not found: {value}", lines.get(keys)))
+        for k, name in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(name, str) and name and not Path(name).is_file():
+                where = keys if not isinstance(value, list) else (*keys, str(k))
+                issues.append(Issue(".".join(where), f"file not found: {name}", lines.get(where) or lines.get(keys)))
     return issues
 
 

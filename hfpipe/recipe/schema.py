@@ -26,11 +26,26 @@ class Section(BaseModel):
 
 
 class DataFiles(Section):
-    """Local files per split: jsonl/json/csv/tsv/parquet, optionally gzip-compressed (`.gz`)."""
+    """Local files per split: jsonl/json/csv/tsv/parquet, optionally gzip-compressed (`.gz`). A split may be a
+    list of files (shards, or a sample plus the rest of a corpus): their rows are read in the order listed."""
 
-    train: str | None = None
-    validation: str | None = None
-    test: str | None = None
+    train: str | list[str] | None = None
+    validation: str | list[str] | None = None
+    test: str | list[str] | None = None
+
+    @field_validator("train", "validation", "test")
+    @classmethod
+    def _non_empty(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list of files: give at least one file, or leave the split out")
+        if value == "" or (isinstance(value, list) and any(not v for v in value)):
+            raise ValueError("an empty file name: give a path")
+        return value
+
+    def paths(self, split: str) -> list[str]:
+        """The split's files in reading order; [] when the recipe has none for it."""
+        value = getattr(self, split)
+        return [] if value is None else [value] if isinstance(value, str) else list(value)
 
 
 class DataConfig(Section):

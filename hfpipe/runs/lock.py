@@ -142,9 +142,15 @@ def check_same_data(previous_manifest: dict[str, Any] | None, files: list[dict[s
     """Refuse to resume on data files whose content changed since the run started (same paths, new rows)."""
     if not previous_manifest:
         return
-    old = {f.get("split"): f.get("sha256") for f in (previous_manifest.get("data") or {}).get("files", [])}
+    def by_split(entries: list[dict[str, Any]]) -> dict[Any, list[Any]]:  # a split may be read from several files
+        out: dict[Any, list[Any]] = {}
+        for f in entries:
+            out.setdefault(f.get("split"), []).append(f.get("sha256"))
+        return out
+
+    old, new = by_split((previous_manifest.get("data") or {}).get("files", [])), by_split(files)
     changed = [f"{f.get('split')}: {f.get('path')}" for f in files
-               if old.get(f.get("split")) and f.get("sha256") and old[f.get("split")] != f.get("sha256")]
+               if old.get(f.get("split")) and all(new[f.get("split")]) and old[f.get("split")] != new[f.get("split")]]
     if changed:
         raise RunDirError("cannot resume: data files changed since this run started", where=str(run_dir),
                           details=changed, hint="start a new run on the new data")

@@ -75,6 +75,28 @@ def test_each_file_is_read_once_and_keyed_by_content_and_columns(tmp_path: Path,
     assert examples_fingerprint(grown) != examples_fingerprint(first)
 
 
+def test_a_split_in_several_files_is_their_rows_in_the_order_listed(tmp_path: Path, cache: Path) -> None:
+    first = write_pairs(tmp_path / "first.jsonl", 3)
+    second = tmp_path / "second.jsonl"
+    second.write_text("".join(json.dumps({"translation": {"en": en, "de": de}}) + "\n"
+                              for en, de in [("more", "mehr"), ("dropped", ""), ("last", "letzte")]), encoding="utf-8")
+    splits, report = read_splits(recipe_for({"train": [str(first), str(second)], "validation": str(first)}))
+    a = [Example(f"sentence {i} ü", f"Satz {i} ß") for i in range(3)]
+    b = [Example("more", "mehr"), Example("last", "letzte")]
+    assert list(splits["train"]) == a + b and report.rows["train"] == 5
+    # The manifest names every file of the split, each with its own rows and dropped rows.
+    assert [(f.split, Path(f.path).name, f.rows, f.dropped_empty) for f in report.files] == [
+        ("train", "first.jsonl", 3, 0), ("train", "second.jsonl", 3, 1), ("validation", "first.jsonl", 3, 0)]
+    swapped, report = read_splits(recipe_for({"train": [str(second), str(first)], "validation": str(first)}))
+    assert list(swapped["train"]) == b + a
+    assert examples_fingerprint(swapped) != examples_fingerprint(splits)
+    assert [f.rows for f in report.files] == [3, 3, 3]  # read back from the cache: the counts were kept
+    # One file alone is the entry it always was (the list [x] and x are the same split).
+    alone, _ = read_splits(recipe_for({"train": [str(first)], "validation": str(first)}))
+    assert len(entries(cache)) == 3 and examples_fingerprint(alone) == examples_fingerprint(
+        read_splits(recipe_for({"train": str(first), "validation": str(first)}))[0])
+
+
 def test_carved_and_sampled_splits_have_their_own_fingerprints(tmp_path: Path) -> None:
     path = write_pairs(tmp_path / "train.jsonl", 400)
     base, _ = read_splits(recipe_for({"train": str(path)}, validation_fraction=0.1, split_seed=1))

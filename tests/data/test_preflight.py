@@ -72,6 +72,16 @@ def test_all_data_problems_are_collected(tmp_path: Path) -> None:
     assert info.value.details == report.errors and info.value.exit_code == 3
 
 
+def test_a_split_in_several_files_counts_them_all_and_names_the_bad_one(tmp_path: Path) -> None:
+    write_rows(tmp_path / "a.jsonl", 30, 3)
+    write_rows(tmp_path / "b.jsonl", 12, 3)
+    report = preflight(load_recipe(write_recipe(tmp_path, files="    train: [a.jsonl, b.jsonl]\n")))
+    assert report.errors == [] and report.rows == {"train": 42}
+    report = preflight(load_recipe(write_recipe(tmp_path, files="    train: [a.jsonl, gone.jsonl, b.jsonl]\n")))
+    assert len(report.errors) == 1 and report.errors[0].startswith("data.files.train.1: data file not found")
+    assert "train" not in report.rows
+
+
 def test_rows_and_dropped_are_reported(tmp_path: Path) -> None:
     rows = [{"document": "a", "summary": "b"}, {"document": "", "summary": "b"}, {"document": "c", "summary": None}]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

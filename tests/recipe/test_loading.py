@@ -349,6 +349,36 @@ def test_relative_data_paths_resolve_against_the_recipe_folder(tmp_path: Path,
     assert files.test == "/abs/test.jsonl"
 
 
+def test_a_split_in_several_files_resolves_each_and_reports_the_missing_one(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    text = BASE.replace("    train: data/train.jsonl\n",
+                        "    train:\n      - data/train.jsonl\n      - data/more.jsonl\n      - /abs/shard.jsonl\n")
+    path = write(tmp_path, "proj/r.yaml", text)
+    (tmp_path / "proj" / "data").mkdir()
+    (tmp_path / "proj" / "data" / "train.jsonl").touch()
+    monkeypatch.chdir(tmp_path)
+    files = load_recipe(path).recipe.data.files
+    assert files.paths("train") == [str((tmp_path / "proj/data/train.jsonl").resolve()),
+                                    str((tmp_path / "proj/data/more.jsonl").resolve()), "/abs/shard.jsonl"]
+    assert files.paths("validation") == []
+    # From the command line, relative to the working directory.
+    overridden = load_recipe(path, ["data.files.validation=[a.jsonl, b.jsonl]"]).recipe.data.files
+    assert overridden.paths("validation") == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    # With another error in the recipe, each missing file of the list is named by its index and line.
+    err = recipe_error(write(tmp_path, "proj/bad.yaml", text.replace("max_steps: 10", "max_step: 10")))
+    missing = [d for d in err.details if "file not found" in d]
+    assert [d.split(" ")[0] for d in missing] == ["data.files.train.1", "data.files.train.2"], err.details
+    assert "more.jsonl" in missing[0] and f"bad.yaml:{line_of(tmp_path / 'proj/bad.yaml', 'more.jsonl')}" in missing[0]
+
+
+@pytest.mark.parametrize("value, message", [("[]", "empty list of files"), ("['a.jsonl', '']", "empty file name"),
+                                            ("''", "empty file name"),
+                                            ("[1, 2]", "string")])
+def test_a_bad_list_of_files_is_a_recipe_error(tmp_path: Path, value: str, message: str) -> None:
+    err = recipe_error(write(tmp_path, "r.yaml", BASE), [f"data.files.test={value}"])
+    assert any(d.startswith("data.files.test") and message in d for d in err.details), err.details
+
+
 def test_hub_ids_are_not_turned_into_paths(tmp_path: Path) -> None:
     text = BASE.replace("tokenizer:\n  train:\n    vocab_size: 1000\n", "tokenizer:\n  from: Helsinki-NLP/opus-mt-en-de\n")
     r = load_recipe(write(tmp_path, "r.yaml", text)).recipe
