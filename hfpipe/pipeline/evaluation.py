@@ -95,6 +95,8 @@ def generate_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s
     sorted so each batch pads little; every batch is decoded to text right away."""
     import torch
 
+    from hfpipe.pipeline.beam_cache import beam_search_cache
+
     lengths = [len(ids) for ids in tokenizer(sources, max_length=max_source_length, truncation=True)["input_ids"]]
     order = sorted(range(len(sources)), key=lambda i: -lengths[i])
     batches = [order[i:i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
@@ -116,6 +118,9 @@ def generate_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s
                 from transformers import LogitsProcessorList
 
                 kwargs["logits_processor"] = LogitsProcessorList(processors)
+            cache = beam_search_cache(unwrapped, settings.num_beams)
+            if cache is not None:
+                kwargs[cache[0]] = cache[1]  # a fresh one per batch
             with torch.inference_mode(), accelerator.autocast():
                 out = unwrapped.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
             texts = [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
