@@ -293,3 +293,18 @@ def test_checkpointer_saves_a_step_once_and_resumes_weights_counters_and_log(tmp
     assert [p.name for p in checkpoints(folder)] == ["step-6"] and best_step(folder) == 6
     with pytest.raises(RunDirError, match="gradient accumulation 1, this launch has 1 and 2"):
         checkpointer.resume(model, log, TrainState(processes=1, accumulation=2), None)
+
+
+@pytest.mark.parametrize("cuda, bf16_gpu, cpu, expected", [
+    (False, False, False, "no"),  # any CPU, AMX or not: bf16 did not pay for the shipped models (README)
+    (True, True, False, "bf16"),
+    (True, False, False, "no"),
+    (True, True, True, "no"),     # CPU processes on a machine that has a GPU
+])
+def test_auto_precision_is_bf16_on_a_capable_gpu_and_fp32_on_a_cpu(monkeypatch, cuda, bf16_gpu, cpu, expected):
+    from hfpipe.pipeline.distributed import resolve_mixed_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_gpu)
+    assert resolve_mixed_precision("auto", cpu=cpu) == expected
+    assert resolve_mixed_precision("bf16", cpu=cpu) == "bf16", "an explicit setting is kept"
