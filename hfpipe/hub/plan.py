@@ -134,6 +134,8 @@ def _public_recipe(path: Path) -> bytes:
     for split, value in list(((recipe.get("data") or {}).get("files") or {}).items()):
         if isinstance(value, str):
             recipe["data"]["files"][split] = Path(value).name
+        elif isinstance(value, list):  # a split in several files
+            recipe["data"]["files"][split] = [Path(v).name if isinstance(v, str) else v for v in value]
     for section, key in (("tokenizer", "from"), ("model", "pretrained"), ("model", "encoder"), ("model", "decoder")):
         value = (recipe.get(section) or {}).get(key)
         if isinstance(value, str) and Path(value).is_absolute():

@@ -35,7 +35,7 @@ class LengthGroupedBatches:
 
     def __init__(self, source_lengths: list[int], target_lengths: list[int], *, max_rows: int,
                  max_tokens: int | None, seed: int, group_by_length: bool = True, group: int = 1,
-                 pad_to_multiple_of: int = 1) -> None:
+                 pad_to_multiple_of: int = 1, max_lengths: tuple[int, int] | None = None) -> None:
         if len(source_lengths) < group:
             raise DataError(f"the training split has {len(source_lengths)} rows, fewer than the {group} batches "
                             "one optimizer step needs (processes × train.gradient_accumulation_steps)",
@@ -44,6 +44,7 @@ class LengthGroupedBatches:
         self.max_rows, self.max_tokens = max_rows, max_tokens
         self.seed, self.group_by_length, self.group = seed, group_by_length, group
         self.multiple = pad_to_multiple_of
+        self.max_src, self.max_tgt = max_lengths or (None, None)
         self.epoch = 0
         self._cache: tuple[int, list[list[int]]] | None = None
 
@@ -70,7 +71,8 @@ class LengthGroupedBatches:
             max_src = max_tgt = 0
             for i in chunk:
                 new_src, new_tgt = max(max_src, self.src[i]), max(max_tgt, self.tgt[i])
-                cost = (padded(new_src, self.multiple) + padded(new_tgt, self.multiple)) * (len(batch) + 1)
+                cost = (padded(new_src, self.multiple, self.max_src)
+                        + padded(new_tgt, self.multiple, self.max_tgt)) * (len(batch) + 1)
                 if batch and (len(batch) >= self.max_rows or (self.max_tokens and cost > self.max_tokens)):
                     batches.append(batch)
                     batch, new_src, new_tgt = [], self.src[i], self.tgt[i]
@@ -110,24 +112,28 @@ class LengthGroupedBatches:
                 for k in range(0, len(batches), self.group)]
 
 
-def padded(length: int, multiple: int) -> int:
-    """`length` rounded up to a multiple of `multiple`."""
-    return -(-length // multiple) * multiple
+def padded(length: int, multiple: int, cap: int | None = None) -> int:
+    """`length` rounded up to a multiple of `multiple`, but not past `cap` (the data's length limit, which the
+    preflight checked against the model's positions) unless the row itself is longer."""
+    rounded = -(-length // multiple) * multiple
+    return rounded if cap is None else max(length, min(rounded, cap))
 
 
 @dataclass
 class Collator:
     """Pads `input_ids` with the pad id and `labels` with -100 (ignored by the loss), per batch, to the longest row
-    rounded up to a multiple of `pad_to_multiple_of`."""
+    rounded up to a multiple of `pad_to_multiple_of` (at most to `max_lengths`, source and target)."""
 
     pad_token_id: int
     pad_to_multiple_of: int = 1
+    max_lengths: tuple[int, int] | None = None
 
     def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         import torch
 
-        src_len = padded(max(len(r["input_ids"]) for r in rows), self.pad_to_multiple_of)
-        tgt_len = padded(max(len(r["labels"]) for r in rows), self.pad_to_multiple_of)
+        max_src, max_tgt = self.max_lengths or (None, None)
+        src_len = padded(max(len(r["input_ids"]) for r in rows), self.pad_to_multiple_of, max_src)
+        tgt_len = padded(max(len(r["labels"]) for r in rows), self.pad_to_multiple_of, max_tgt)
         input_ids = torch.full((len(rows), src_len), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), src_len), dtype=torch.long)
         labels = torch.full((len(rows), tgt_len), -100, dtype=torch.long)
@@ -138,10 +144,10 @@ class Collator:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def make_loader(train_set: Dataset, cfg: TrainConfig, *, pad_token_id: int,
-                group: int) -> tuple[DataLoader, LengthGroupedBatches]:
+def make_loader(train_set: Dataset, cfg: TrainConfig, *, pad_token_id: int, group: int,
+                max_lengths: tuple[int, int] | None = None) -> tuple[DataLoader, LengthGroupedBatches]:
     """The (unprepared) loader over the tokenized `train_set` and its batch sampler; `group` is processes ×
-    accumulation steps, the micro-batches of one optimizer step."""
+    accumulation steps, the micro-batches of one optimizer step; `max_lengths` (source, target) bound the padding."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -150,9 +156,9 @@ def make_loader(train_set: Dataset, cfg: TrainConfig, *, pad_token_id: int,
     src_len, tgt_len = token_lengths(train_set, "input_ids"), token_lengths(train_set, "labels")
     sampler = LengthGroupedBatches(src_len, tgt_len, max_rows=cfg.batch_size, max_tokens=cfg.batch_tokens,
                                    seed=cfg.seed, group_by_length=cfg.group_by_length, group=group,
-                                   pad_to_multiple_of=cfg.pad_to_multiple_of)
+                                   pad_to_multiple_of=cfg.pad_to_multiple_of, max_lengths=max_lengths)
     loader = DataLoader(train_set.with_format(None, columns=["input_ids", "labels"]), batch_sampler=sampler,
-                        collate_fn=Collator(pad_token_id, cfg.pad_to_multiple_of), num_workers=cfg.dataloader_workers,
+                        collate_fn=Collator(pad_token_id, cfg.pad_to_multiple_of, max_lengths), num_workers=cfg.dataloader_workers,
                         # Its own generator: starting an epoch draws a seed from it, and drawing from the global
                         # one would shift dropout's random stream between a resumed and an uninterrupted run.
                         generator=torch.Generator().manual_seed(cfg.seed))

@@ -16,25 +16,29 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 
-def beam_search_cache(model: PreTrainedModel, num_beams: int) -> tuple[str, Any] | None:
-    """(generate's cache keyword, a fresh cache) for one `generate()` call, or None where transformers' own choice
-    must stand: greedy search, a decoder-only model, a model with its own reordering or cache kind, or a
-    transformers version whose generate() names its cache differently."""
+def beam_search_cache(model: PreTrainedModel, num_beams: int) -> dict[str, Any]:
+    """generate()'s keyword argument for a fresh such cache, for one call; {} where transformers' own choice must
+    stand: greedy search, a decoder-only model, a model that reorders its own cache, a generation config that names
+    a cache kind (generate() refuses a passed cache then) or turns the cache off (a passed one would be used anyway),
+    or a transformers without these classes."""
     if num_beams <= 1 or not getattr(model.config, "is_encoder_decoder", False) or hasattr(model, "_reorder_cache"):
-        return None
-    if getattr(model.generation_config, "cache_implementation", None) not in (None, "dynamic"):
-        return None
+        return {}
+    generation_config = model.generation_config
+    if getattr(generation_config, "cache_implementation", None) is not None or \
+            getattr(generation_config, "use_cache", True) is False:
+        return {}
     supports = getattr(model, "_supports_default_dynamic_cache", None)
     if supports is None or not supports():
-        return None
+        return {}
     try:
         from transformers.cache_utils import DynamicCache
         from transformers.generation.utils import ALL_CACHE_NAMES
         cache_class = _self_attention_reordered_cache()
     except ImportError:  # another transformers layout: keep its default
-        return None
+        return {}
     config = model.config.get_text_config(decoder=True)
-    return ALL_CACHE_NAMES[0], cache_class(DynamicCache(config=config), DynamicCache(config=config))
+    # ALL_CACHE_NAMES[0] is the name generate() looks for first ("cache" in transformers 5).
+    return {ALL_CACHE_NAMES[0]: cache_class(DynamicCache(config=config), DynamicCache(config=config))}
 
 
 @functools.cache

@@ -118,9 +118,7 @@ def generate_texts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, s
                 from transformers import LogitsProcessorList
 
                 kwargs["logits_processor"] = LogitsProcessorList(processors)
-            cache = beam_search_cache(unwrapped, settings.num_beams)
-            if cache is not None:
-                kwargs[cache[0]] = cache[1]  # a fresh one per batch
+            kwargs.update(beam_search_cache(unwrapped, settings.num_beams))  # a fresh cache per batch
             with torch.inference_mode(), accelerator.autocast():
                 out = unwrapped.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], **kwargs)
             texts = [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]

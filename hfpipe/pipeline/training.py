@@ -269,7 +269,8 @@ def train(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_set:
     # The Accelerator's own count (an ACCELERATE_GRADIENT_ACCUMULATION_STEPS variable would override the recipe's):
     # the batch grouping and the loss scale must agree with when accelerate syncs gradients.
     n_proc, accum = accelerator.num_processes, accelerator.gradient_accumulation_steps
-    loader, sampler = make_loader(train_set, cfg, pad_token_id=tokenizer.pad_token_id, group=n_proc * accum)
+    loader, sampler = make_loader(train_set, cfg, pad_token_id=tokenizer.pad_token_id, group=n_proc * accum,
+                                  max_lengths=(recipe.data.max_source_length, recipe.data.max_target_length))
     budget = make_budget(cfg, sampler.steps_per_epoch())
     state = TrainState(processes=n_proc, accumulation=accum)
     optimizer = make_optimizer(model, cfg)

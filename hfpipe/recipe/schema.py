@@ -40,7 +40,8 @@ class DataFiles(Section):
             raise ValueError("an empty list of files: give at least one file, or leave the split out")
         if value == "" or (isinstance(value, list) and any(not v for v in value)):
             raise ValueError("an empty file name: give a path")
-        return value
+        # [x] is x: the same split, the same cache entry, and a resume is not refused for writing it either way.
+        return value[0] if isinstance(value, list) and len(value) == 1 else value
 
     def paths(self, split: str) -> list[str]:
         """The split's files in reading order; [] when the recipe has none for it."""

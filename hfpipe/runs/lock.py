@@ -142,15 +142,23 @@ def check_same_data(previous_manifest: dict[str, Any] | None, files: list[dict[s
     """Refuse to resume on data files whose content changed since the run started (same paths, new rows)."""
     if not previous_manifest:
         return
-    def by_split(entries: list[dict[str, Any]]) -> dict[Any, list[Any]]:  # a split may be read from several files
-        out: dict[Any, list[Any]] = {}
+
+    def by_split(entries: list[dict[str, Any]]) -> dict[Any, list[dict[str, Any]]]:  # a split may be several files
+        out: dict[Any, list[dict[str, Any]]] = {}
         for f in entries:
-            out.setdefault(f.get("split"), []).append(f.get("sha256"))
+            out.setdefault(f.get("split"), []).append(f)
         return out
 
     old, new = by_split((previous_manifest.get("data") or {}).get("files", [])), by_split(files)
-    changed = [f"{f.get('split')}: {f.get('path')}" for f in files
-               if old.get(f.get("split")) and all(new[f.get("split")]) and old[f.get("split")] != new[f.get("split")]]
+    changed = []
+    for split, now in new.items():
+        before = old.get(split)
+        if not before or not all(f.get("sha256") for f in now):
+            continue
+        if len(before) != len(now):
+            changed += [f"{split}: {f.get('path')}" for f in now]
+        else:
+            changed += [f"{split}: {f.get('path')}" for a, f in zip(before, now) if a.get("sha256") != f.get("sha256")]
     if changed:
         raise RunDirError("cannot resume: data files changed since this run started", where=str(run_dir),
                           details=changed, hint="start a new run on the new data")

@@ -22,6 +22,7 @@ PUSHED = {".gitattributes", "model.safetensors", "config.json", "generation_conf
 def test_round_trip_through_the_hub_api(run_dir: Path, hub: FakeHub, hub_env: dict, tmp_path: Path) -> None:
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     recipe["data"]["files"]["train"] = "/home/someone/secret-folder/train.jsonl"
+    recipe["data"]["files"]["test"] = ["/home/someone/secret-folder/test-1.jsonl", "/srv/private-folder/test-2.jsonl"]
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     # --repo-id falls back to the recipe's push.repo_id
     proc = run_cli(["push", str(run_dir)], hub_env, tmp_path)
@@ -38,6 +39,8 @@ def test_round_trip_through_the_hub_api(run_dir: Path, hub: FakeHub, hub_env: di
     pushed_recipe = yaml.safe_load(files["recipe.yaml"])
     assert pushed_recipe["task"] == yaml.safe_load((run_dir / "recipe.yaml").read_text())["task"]
     assert "secret-folder" not in files["recipe.yaml"].decode(), "no local paths leak to the Hub"
+    assert "private-folder" not in files["recipe.yaml"].decode(), "nor from a split in several files"
+    assert pushed_recipe["data"]["files"]["test"] == ["test-1.jsonl", "test-2.jsonl"]
     assert pushed_recipe["data"]["files"]["train"] == "train.jsonl"
     assert hub.repo_state(REPO_ID)["private"] is False  # visibility not forced: the Hub's default
     card = files["README.md"].decode()

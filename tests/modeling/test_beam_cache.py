@@ -35,9 +35,9 @@ def _sources():
     return input_ids.masked_fill(attention_mask == 0, PAD), attention_mask
 
 
-def _generate(model, cache_entry=None, **kwargs):
+def _generate(model, extra=None, **kwargs):
     input_ids, attention_mask = _sources()
-    extra = {cache_entry[0]: cache_entry[1]} if cache_entry else {}
+    extra = extra or {}
     with torch.inference_mode():
         return model.generate(input_ids=input_ids, attention_mask=attention_mask, num_beams=4, max_new_tokens=12,
                               do_sample=False, early_stopping=True, return_dict_in_generate=True,
@@ -48,11 +48,11 @@ def _generate(model, cache_entry=None, **kwargs):
 def test_beam_search_gives_what_transformers_own_cache_gives(kind):
     model = _model(kind)
     reference = _generate(model)
-    entry = beam_search_cache(model, 4)
-    assert entry is not None and type(entry[1]).__name__ == "SelfAttentionReorderedCache"
+    ((keyword, cache),) = beam_search_cache(model, 4).items()
+    assert type(cache).__name__ == "SelfAttentionReorderedCache"
     reorders = []
 
-    class Recording(type(entry[1])):
+    class Recording(type(cache)):
         def reorder_cache(self, beam_idx):
             reorders.append(beam_idx.clone())
             super().reorder_cache(beam_idx)
@@ -60,7 +60,7 @@ def test_beam_search_gives_what_transformers_own_cache_gives(kind):
     from transformers.cache_utils import DynamicCache
 
     config = model.config.get_text_config(decoder=True)
-    ours = _generate(model, (entry[0], Recording(DynamicCache(config=config), DynamicCache(config=config))))
+    ours = _generate(model, {keyword: Recording(DynamicCache(config=config), DynamicCache(config=config))})
     assert torch.equal(ours.sequences, reference.sequences)
     torch.testing.assert_close(ours.sequences_scores, reference.sequences_scores)
     # The beams really were reordered along the way (else any cache would do), within each input's beams only.
@@ -69,18 +69,21 @@ def test_beam_search_gives_what_transformers_own_cache_gives(kind):
 
 
 def test_transformers_choice_stands_where_it_must(registered, transformer_config):
-    from transformers import AutoModelForSeq2SeqLM, GPT2Config, GPT2LMHeadModel
-
-    from transformers import MarianConfig, MarianMTModel
+    from transformers import AutoModelForSeq2SeqLM, GPT2Config, GPT2LMHeadModel, MarianConfig, MarianMTModel
 
     marian = MarianMTModel(MarianConfig(vocab_size=VOCAB, d_model=16, encoder_layers=1, decoder_layers=1,
                                         encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
                                         decoder_ffn_dim=32, pad_token_id=PAD, eos_token_id=EOS,
                                         decoder_start_token_id=PAD))
-    assert beam_search_cache(marian, 1) is None, "greedy search reorders nothing"
+    assert beam_search_cache(marian, 4), "the case it is for"
+    assert beam_search_cache(marian, 1) == {}, "greedy search reorders nothing"
     hfpipe_model = AutoModelForSeq2SeqLM.from_config(transformer_config())
-    assert beam_search_cache(hfpipe_model, 4) is None, "hfpipe's models reorder their own cache"
+    assert beam_search_cache(hfpipe_model, 4) == {}, "hfpipe's models reorder their own cache"
     decoder_only = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=1, n_head=2))
-    assert beam_search_cache(decoder_only, 4) is None
-    marian.generation_config.cache_implementation = "static"
-    assert beam_search_cache(marian, 4) is None
+    assert beam_search_cache(decoder_only, 4) == {}
+    for kind in ("static", "dynamic"):  # generate() refuses a passed cache when the config names any kind
+        marian.generation_config.cache_implementation = kind
+        assert beam_search_cache(marian, 4) == {}
+    marian.generation_config.cache_implementation = None
+    marian.generation_config.use_cache = False  # generate() would still use a passed cache
+    assert beam_search_cache(marian, 4) == {}

@@ -16,7 +16,7 @@ from hfpipe.errors import Interrupted, RecipeError, RunDirError
 from hfpipe.runs import files
 from hfpipe.pipeline.checkpoints import GracefulStop, checkpoints, cut_log
 from hfpipe.runs.files import replace_dir, restore_dir
-from hfpipe.runs.lock import LOCK_FILE, RunLock, changed_keys, check_resumable, resume_command
+from hfpipe.runs.lock import LOCK_FILE, RunLock, changed_keys, check_resumable, check_same_data, resume_command
 from hfpipe.recipe.loading import load_recipe, recipe_to_yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -212,3 +212,21 @@ def test_lock_in_a_folder_without_write_permission(tmp_path: Path) -> None:
         assert "cannot create the run directory" in err.value.message
     finally:
         locked.chmod(0o700)
+
+
+def test_resume_is_refused_only_for_the_data_files_whose_content_changed(tmp_path):
+    """A split may be several files: each is compared with the one at its place in the run's manifest."""
+    def entry(split, path, sha):
+        return {"split": split, "path": path, "sha256": sha}
+
+    started = {"data": {"files": [entry("train", "a", "1"), entry("train", "b", "2"), entry("test", "t", "3")]}}
+    check_same_data(started, started["data"]["files"], tmp_path)  # nothing changed
+    check_same_data(None, [entry("train", "a", "9")], tmp_path)  # a run without a manifest yet
+    with pytest.raises(RunDirError) as info:
+        check_same_data(started, [entry("train", "a", "1"), entry("train", "b", "7"), entry("test", "t", "3")],
+                        tmp_path)
+    assert info.value.details == ["train: b"]
+    with pytest.raises(RunDirError) as info:  # a file more: the split is another one
+        check_same_data(started, [entry("train", "a", "1"), entry("train", "b", "2"), entry("train", "c", "5")],
+                        tmp_path)
+    assert info.value.details == ["train: a", "train: b", "train: c"]

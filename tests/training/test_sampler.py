@@ -115,3 +115,22 @@ def test_one_row_batches_that_cannot_be_split_are_merged():
     sampler = LengthGroupedBatches([100] * 7, [100] * 7, max_rows=8, max_tokens=10, seed=0, group=3)
     batches = list(sampler)
     assert len(batches) == 6 and sorted(i for b in batches for i in b) == list(range(7))
+
+
+def test_padding_to_a_multiple_stops_at_the_length_limits():
+    """Rounded up to 16, but never past the data's length limits (which the preflight checked against the model's
+    positions): a 7-token source and 5-token target pad to 10 and 6 under limits of 10 and 6, to 16 without."""
+    from hfpipe.pipeline.batching import Collator
+
+    rows = [{"input_ids": [5] * 7, "labels": [6] * 5}, {"input_ids": [5] * 3, "labels": [6] * 2}]
+    capped = Collator(0, 16, (10, 6))(rows)
+    assert capped["input_ids"].shape == (2, 10) and capped["labels"].shape == (2, 6)
+    free = Collator(0, 16)(rows)
+    assert free["input_ids"].shape == (2, 16) and free["labels"].shape == (2, 16)
+    assert free["labels"][0].tolist() == [6] * 5 + [-100] * 11 and free["attention_mask"][1].sum() == 3
+    # The token budget counts the same capped lengths.
+    sampler = LengthGroupedBatches([7, 3], [5, 2], max_rows=8, max_tokens=32, seed=0, pad_to_multiple_of=16,
+                                   max_lengths=(10, 6))
+    assert [sorted(b) for b in sampler] == [[0, 1]]  # (10 + 6) × 2 = 32 fits; uncapped (16 + 16) × 2 would not
+    uncapped = LengthGroupedBatches([7, 3], [5, 2], max_rows=8, max_tokens=32, seed=0, pad_to_multiple_of=16)
+    assert len(list(uncapped)) == 2
