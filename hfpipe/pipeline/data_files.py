@@ -255,8 +255,8 @@ def _column_error(task: Task, data: DataConfig, record: dict[str, Any], where: s
 
 def iter_examples(path: Path, task: Task, data: DataConfig, counts: dict[str, int] | None = None, *,
                   limit: int | None = None) -> Iterator[Example]:
-    """The non-empty examples of a file (the first `limit` of them), streamed; `counts["dropped"]` (where given)
-    counts the rows dropped as empty. A column that turns out to hold only numbers raises DataError after the last row, so a reader that
+    """The non-empty examples of a file (the first `limit` of them), streamed; where `counts` is given,
+    `counts["kept"]` and `counts["dropped"]` count the rows yielded and those dropped as empty. A column that turns out to hold only numbers raises DataError after the last row, so a reader that
     writes as it goes must write to a temporary place (the data stage does)."""
     fmt = file_format(path, data.format)
     kept = dropped = 0

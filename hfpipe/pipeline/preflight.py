@@ -87,6 +87,8 @@ def preflight(loaded: LoadedRecipe) -> PreflightReport:
                                          + (f"; fix: {err.hint}" if err.hint else ""))
                     failed = True
                     continue
+                if len(paths) > 1 and not more:  # the split as a whole may still have rows
+                    report.warnings.append(f"{key}: no usable rows in {name}")
                 examples += more
                 dropped += more_dropped
             if failed:
@@ -95,8 +97,9 @@ def preflight(loaded: LoadedRecipe) -> PreflightReport:
             report.rows[split], report.dropped[split] = len(examples), dropped
             splits[split] = examples
             if not examples and not dropped:
-                report.errors.append(f"data.files.{split}: no rows: the file is empty or has only a header "
-                                     f"({name})")
+                report.errors.append(f"data.files.{split}: no rows: "
+                                     + ("the file is empty or has only a header" if len(paths) == 1 else
+                                        "every file is empty or has only a header") + f" ({name})")
             elif not examples:
                 report.errors.append(f"data.files.{split}: no usable rows: all {dropped:,} rows have an empty source "
                                      f"or target ({name})")

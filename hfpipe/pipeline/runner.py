@@ -68,7 +68,8 @@ def prepare(loaded: LoadedRecipe, run: RunDir, accelerator: Accelerator, reporte
 
     recipe = loaded.recipe
     t0 = time.perf_counter()
-    reporter.stage("data", recipe.data.hub_dataset or ", ".join(recipe.data.files.paths("train")))  # type: ignore[union-attr]
+    files = recipe.data.files
+    reporter.stage("data", recipe.data.hub_dataset or ", ".join(files.paths("train") if files else []))
     with accelerator.main_process_first():  # a Hub dataset is downloaded and cached once, by the main process
         splits, report = read_splits(recipe)
     reporter.info(", ".join(f"{k}: {v:,} rows" for k, v in report.rows.items())

@@ -337,6 +337,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], lines: dict[tupl
             if not isinstance(_get(data, keys[:n]), dict):
                 lines[keys[:n]] = f"--set {item}"
         _set(data, keys, value)
+        for stale in [k for k in lines if len(k) > len(keys) and k[:len(keys)] == keys]:
+            del lines[stale]  # the file's lines of what the override replaced
         lines[keys] = f"--set {item}"
     return issues
 

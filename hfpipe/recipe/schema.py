@@ -161,7 +161,7 @@ class TrainConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = Field(
-        "auto", description="auto: bf16 on a CUDA GPU that supports it, else no (on a CPU too: README, \"bf16 on a CPU\").")
+        "auto", description="auto: bf16 on a CUDA GPU that supports it, else no (on every CPU: README, bf16 on a CPU).")
     group_by_length: bool = True
     pad_to_multiple_of: int = Field(
         1, ge=1, le=128, description="Pad each batch's source and target lengths up to a multiple of this: fewer "

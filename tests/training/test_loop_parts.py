@@ -305,6 +305,8 @@ def test_auto_precision_is_bf16_on_a_capable_gpu_and_fp32_on_a_cpu(monkeypatch, 
     from hfpipe.pipeline.distributed import resolve_mixed_precision
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):  # a CPU with native bf16, as here
+        monkeypatch.setattr(torch.cpu, probe, lambda: True, raising=False)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_gpu)
     assert resolve_mixed_precision("auto", cpu=cpu) == expected
     assert resolve_mixed_precision("bf16", cpu=cpu) == "bf16", "an explicit setting is kept"
