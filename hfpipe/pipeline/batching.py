@@ -158,7 +158,8 @@ def make_loader(train_set: Dataset, cfg: TrainConfig, *, pad_token_id: int, grou
                                    seed=cfg.seed, group_by_length=cfg.group_by_length, group=group,
                                    pad_to_multiple_of=cfg.pad_to_multiple_of, max_lengths=max_lengths)
     loader = DataLoader(train_set.with_format(None, columns=["input_ids", "labels"]), batch_sampler=sampler,
-                        collate_fn=Collator(pad_token_id, cfg.pad_to_multiple_of, max_lengths), num_workers=cfg.dataloader_workers,
+                        collate_fn=Collator(pad_token_id, cfg.pad_to_multiple_of, max_lengths),
+                        num_workers=cfg.dataloader_workers,
                         # Its own generator: starting an epoch draws a seed from it, and drawing from the global
                         # one would shift dropout's random stream between a resumed and an uninterrupted run.
                         generator=torch.Generator().manual_seed(cfg.seed))

@@ -54,11 +54,12 @@ class SourceLengthLimits(LogitsProcessor):
         self.high = torch.tensor(highs).repeat_interleave(num_beams)   # (rows × beams,)
         self.eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
         self.start_length = start_length
+        self.forced: torch.Tensor | None = None  # the end-token-only row, built at the first step (vocab, device)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         import torch
 
-        if self.low.device != scores.device or not hasattr(self, "forced"):
+        if self.forced is None or self.forced.device != scores.device:
             # Built once per generate() call (the vocabulary and device do not change between steps).
             self.low, self.high, self.eos = (t.to(scores.device) for t in (self.low, self.high, self.eos))
             self.is_eos = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device)
